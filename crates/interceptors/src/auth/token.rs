@@ -1,0 +1,267 @@
+//! Access tokens: EdDSA-signed JWTs.
+//!
+//! Verification pins the algorithm to EdDSA (so `alg: none` and HS256-with-the-
+//! public-key tricks fail), picks the key by `kid`, and checks `exp`, `nbf`, `iss`
+//! and `aud` with a small leeway for clock skew. Ed25519 verification costs tens
+//! of microseconds, several times a bare RPC, so verified tokens are cached by
+//! their exact bytes until they expire: a hit proves the same signed token was
+//! verified before, and the time claims are re-checked on every hit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{KeySet, SigningKey};
+use super::principal::{Principal, Role};
+
+/// Who issues tokens and who they are for; shared by issuer and verifiers.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    /// The `iss` claim: who signed the token.
+    pub issuer: String,
+    /// The `aud` claim: which system the token is good for.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "agora".into(),
+            audience: "agora".into(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The claims of an Agora access token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject: the user id, or the service name for service tokens.
+    pub sub: String,
+    /// The caller's role: "customer", "admin" or "service".
+    pub role: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Not valid before, seconds since the epoch.
+    pub nbf: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// A token just signed.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    /// The compact JWS to send as `authorization: Bearer <token>`.
+    pub token: String,
+    /// When it stops being accepted.
+    pub expires_at: SystemTime,
+}
+
+/// Signs access tokens. Only the user service (and the developer CLI with the
+/// development key) holds one.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    kid: String,
+    key: EncodingKey,
+    settings: TokenSettings,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `key`.
+    pub fn new(key: &SigningKey, settings: TokenSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            kid: key.kid().to_owned(),
+            key: key.encoding_key()?,
+            settings,
+        })
+    }
+
+    /// Signs a token for `subject` with `role`, valid from now for `ttl`.
+    pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> anyhow::Result<IssuedToken> {
+        let now = SystemTime::now();
+        let iat = unix_seconds(now);
+        let expires_at = now + ttl;
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role: role.as_str().to_owned(),
+            iss: self.settings.issuer.clone(),
+            aud: self.settings.audience.clone(),
+            exp: unix_seconds(expires_at),
+            nbf: iat,
+            iat,
+            jti: uuid::Uuid::now_v7().to_string(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key)?;
+        Ok(IssuedToken { token, expires_at })
+    }
+}
+
+/// Why a token was refused. The message is safe to show the caller.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `authorization: Bearer …` metadata.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a well-formed JWT, a bad signature, or a claim that does not check out.
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+    /// The token expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is not valid yet.
+    #[error("token not yet valid")]
+    NotYetValid,
+}
+
+/// How many verified tokens to remember. Each entry is small; past this the cache
+/// is cleared of expired entries, then emptied if still full.
+const CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Clone)]
+struct CachedToken {
+    principal: Principal,
+    exp: u64,
+    nbf: u64,
+}
+
+/// Verifies access tokens against a key set.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: Arc<KeySet>,
+    validation: Arc<Validation>,
+    leeway: u64,
+    cache: Arc<Mutex<HashMap<String, CachedToken>>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier trusting `keys`, for tokens issued under `settings`.
+    pub fn new(keys: KeySet, settings: &TokenSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.set_audience(&[&settings.audience]);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway.as_secs();
+        Self {
+            keys: Arc::new(keys),
+            validation: Arc::new(validation),
+            leeway: settings.leeway.as_secs(),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The verified caller a token speaks for.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = unix_seconds(SystemTime::now());
+        if let Some(hit) = self.cached(token) {
+            return self
+                .check_times(hit.exp, hit.nbf, now)
+                .map(|()| hit.principal);
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid("malformed token"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthError::Invalid("algorithm not accepted"));
+        }
+        let kid = header
+            .kid
+            .ok_or(AuthError::Invalid("token has no key id"))?;
+        let key = self
+            .keys
+            .get(&kid)
+            .ok_or(AuthError::Invalid("unknown key id"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+                ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing claim"),
+                _ => AuthError::Invalid("malformed token"),
+            }
+        })?;
+        let claims = data.claims;
+        let role = Role::parse(&claims.role).ok_or(AuthError::Invalid("unknown role"))?;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty subject"));
+        }
+        let principal = Principal {
+            subject: claims.sub,
+            role,
+        };
+        self.remember(token, &principal, claims.exp, claims.nbf, now);
+        Ok(principal)
+    }
+
+    fn check_times(&self, exp: u64, nbf: u64, now: u64) -> Result<(), AuthError> {
+        if now > exp.saturating_add(self.leeway) {
+            return Err(AuthError::Expired);
+        }
+        if now.saturating_add(self.leeway) < nbf {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn cached(&self, token: &str) -> Option<CachedToken> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(token).cloned()
+    }
+
+    fn remember(&self, token: &str, principal: &Principal, exp: u64, nbf: u64, now: u64) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, entry| entry.exp.saturating_add(self.leeway) >= now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            token.to_owned(),
+            CachedToken {
+                principal: principal.clone(),
+                exp,
+                nbf,
+            },
+        );
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}

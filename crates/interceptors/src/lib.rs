@@ -1,0 +1,21 @@
+//! The one way an Agora service is served and a downstream is called.
+//!
+//! A service builds a [`serve::ServiceHost`], adds its tonic service with the
+//! access rules it declares ([`auth::ServicePolicy`]), points readiness at its
+//! [`db::Database`], and serves. Health, reflection, authentication, graceful
+//! shutdown and the wire conventions ([`api`]) come with it, identical in every
+//! service.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
+pub mod transport;
+
+pub use config::ServeArgs;
+pub use serve::ServiceHost;

@@ -1,0 +1,249 @@
+//! One builder serves a service with the whole stack.
+//!
+//! ```text
+//! ServiceHost::new(settings, verifier)
+//!     .add_service(UserServiceServer::new(service), &POLICY)
+//!     .readiness(database)
+//!     .serve(listener, shutdown::signal())
+//! ```
+//!
+//! Every host also serves grpc.health.v1 (driven by the readiness probe) and
+//! grpc.reflection v1 and v1alpha covering every service on the port.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tower::Service;
+
+use crate::auth::policy::PolicyTable;
+use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
+use crate::config::ServeArgs;
+use crate::db::Database;
+use crate::health::HealthRegistry;
+use crate::transport::ServerIo;
+
+/// The fully-qualified names of the health and reflection services.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// How long the readiness probe waits for the database before calling it down.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds and runs one gRPC server with Agora's serving stack.
+pub struct ServiceHost {
+    settings: ServeArgs,
+    verifier: TokenVerifier,
+    routes: RoutesBuilder,
+    policies: PolicyTable,
+    names: Vec<&'static str>,
+    readiness: Option<Database>,
+    health: Option<HealthRegistry>,
+}
+
+impl std::fmt::Debug for ServiceHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceHost")
+            .field("services", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceHost {
+    /// A host with no services yet, verifying tokens with `verifier`.
+    pub fn new(settings: ServeArgs, verifier: TokenVerifier) -> Self {
+        let mut policies = PolicyTable::default();
+        for public in [HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA] {
+            policies.add(&ServicePolicy::public(public));
+        }
+        Self {
+            settings,
+            verifier,
+            routes: RoutesBuilder::default(),
+            policies,
+            names: Vec::new(),
+            readiness: None,
+            health: None,
+        }
+    }
+
+    /// Serves `service` under the access rules in `policy`.
+    pub fn add_service<S>(mut self, service: S, policy: &ServicePolicy) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        assert_eq!(
+            S::NAME,
+            policy.service,
+            "the policy must describe the service it is added with"
+        );
+        self.routes.add_service(service);
+        self.policies.add(policy);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// Reports the services SERVING only while `database` answers.
+    pub fn readiness(mut self, database: Database) -> Self {
+        self.readiness = Some(database);
+        self
+    }
+
+    /// The health registry of this host, created on first use, so a caller can
+    /// watch or drive health itself (tests, the suite launcher).
+    pub fn health(&mut self) -> HealthRegistry {
+        let names = self.names.clone();
+        self.health
+            .get_or_insert_with(|| HealthRegistry::new(names))
+            .clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then: every service
+    /// NOT_SERVING and health watchers released, no new connections, in-flight
+    /// calls drained for up to the grace period, remaining connections closed.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let health = self.health();
+        let reflection_names = self
+            .names
+            .iter()
+            .copied()
+            .chain([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
+            .collect::<Vec<_>>();
+        let mut routes = self.routes;
+        routes.add_service(health.service());
+        routes.add_service(reflection_v1(&reflection_names)?);
+        routes.add_service(reflection_v1alpha(&reflection_names)?);
+
+        // Know the database's state before the first caller can ask.
+        let stop_probe = CancellationToken::new();
+        match self.readiness.clone() {
+            Some(database) => {
+                health.set_all_serving(database.is_reachable(READINESS_TIMEOUT).await);
+                tokio::spawn(probe_readiness(
+                    database,
+                    health.clone(),
+                    self.settings.readiness_interval,
+                    stop_probe.clone(),
+                ));
+            }
+            None => health.set_all_serving(true),
+        }
+
+        let kill_connections = CancellationToken::new();
+        let draining = CancellationToken::new();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = {
+            let kill = kill_connections.clone();
+            incoming.map(move |accepted| accepted.map(|stream| ServerIo::new(stream, kill.clone())))
+        };
+        let signal = {
+            let health = health.clone();
+            let draining = draining.clone();
+            let stop_probe = stop_probe.clone();
+            async move {
+                shutdown.await;
+                stop_probe.cancel();
+                health.shut_down();
+                draining.cancel();
+            }
+        };
+
+        let server = Server::builder()
+            .layer(AuthLayer::new(self.verifier, self.policies))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(server);
+
+        let grace = self.settings.shutdown_grace;
+        tokio::select! {
+            result = &mut server => result?,
+            () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "calls still open after the grace period; closing connections");
+                kill_connections.cancel();
+                server.await?;
+            }
+        }
+        stop_probe.cancel();
+        Ok(())
+    }
+}
+
+/// Polls the database and flips health on every change.
+async fn probe_readiness(
+    database: Database,
+    health: HealthRegistry,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut was_ready = None;
+    loop {
+        let ready = database.is_reachable(READINESS_TIMEOUT).await;
+        if was_ready != Some(ready) {
+            if ready {
+                tracing::info!("database reachable; serving");
+            } else {
+                tracing::warn!("database unreachable; health is NOT_SERVING");
+            }
+            was_ready = Some(ready);
+        }
+        health.set_all_serving(ready);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Registers every descriptor set reflection may need: Agora's, health's and
+/// both reflection versions', so each version lists every service on the port.
+fn reflection_builder<'a>(names: &[&'static str]) -> tonic_reflection::server::Builder<'a> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+}
+
+fn reflection_v1(
+    names: &[&'static str],
+) -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(reflection_builder(names).build_v1()?)
+}
+
+fn reflection_v1alpha(
+    names: &[&'static str],
+) -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
+    Ok(reflection_builder(names).build_v1alpha()?)
+}

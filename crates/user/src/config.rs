@@ -1,0 +1,63 @@
+//! Settings of the user service. Every field is a flag and an environment
+//! variable; `agora-user --help` lists them with these comments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora_interceptors::ServeArgs;
+
+/// The user service: accounts, passwords and access tokens.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "agora-user", version, about)]
+pub struct UserConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "AGORA_USER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// The user database: `sqlite://path?mode=rwc` (embedded, the default) or
+    /// `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/user.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    /// Most database connections held open.
+    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// PKCS#8 PEM file with the Ed25519 private key that signs access tokens.
+    /// Unset: a random key is made at start-up (tokens then die with the process
+    /// and only this process trusts them; fine for trying things, not for
+    /// production).
+    #[arg(long, env = "AGORA_JWT_SIGNING_KEY_FILE")]
+    pub jwt_signing_key_file: Option<PathBuf>,
+
+    /// Key id (`kid`) written into tokens signed with that key; the JWKS that
+    /// verifiers load must list the public key under the same id.
+    #[arg(long, env = "AGORA_JWT_SIGNING_KEY_ID", default_value = "agora-dev")]
+    pub jwt_signing_key_id: String,
+
+    /// How long an access token from Authenticate is accepted (e.g. "1h").
+    #[arg(long, env = "AGORA_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Apply the database migrations, then exit (for a deployment's migration job).
+    #[arg(long)]
+    pub migrate_only: bool,
+
+    /// Settings shared by every Agora service.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl UserConfig {
+    /// The defaults, as if no flag or variable were given: for tests and the
+    /// suite launcher, which set fields directly instead of touching the
+    /// environment.
+    pub fn defaults() -> Self {
+        <Self as clap::Parser>::parse_from(["agora-user"])
+    }
+}

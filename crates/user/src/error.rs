@@ -1,0 +1,76 @@
+//! The user context's errors and the gRPC status each becomes.
+
+use agora_interceptors::api::errors::{self, with_reason};
+use agora_interceptors::db;
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in the user service.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// NOT_FOUND, reason `USER_NOT_FOUND`.
+    #[error("user {0} not found")]
+    NotFound(String),
+    /// ALREADY_EXISTS, reason `EMAIL_TAKEN`: another account has this email
+    /// (compared case-insensitively).
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// UNAUTHENTICATED, reason `INVALID_CREDENTIALS`: the same for an unknown
+    /// email and a wrong password, so accounts cannot be discovered.
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    /// PERMISSION_DENIED, reason `PERMISSION_DENIED`.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// UNAVAILABLE: the database could not be reached; retrying may help.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// INTERNAL: logged with its cause; the caller sees a generic message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for UserError {
+    fn from(error: sqlx::Error) -> Self {
+        if db::is_transient(&error) {
+            UserError::Unavailable(error)
+        } else {
+            UserError::Internal(error.into())
+        }
+    }
+}
+
+impl From<anyhow::Error> for UserError {
+    fn from(error: anyhow::Error) -> Self {
+        UserError::Internal(error)
+    }
+}
+
+impl From<UserError> for Status {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound(id) => with_reason(
+                Code::NotFound,
+                "USER_NOT_FOUND",
+                format!("user {id} not found"),
+                [("user_id", id)],
+            ),
+            UserError::EmailTaken => with_reason(
+                Code::AlreadyExists,
+                "EMAIL_TAKEN",
+                "an account with this email already exists",
+                [],
+            ),
+            UserError::InvalidCredentials => with_reason(
+                Code::Unauthenticated,
+                "INVALID_CREDENTIALS",
+                "email or password is wrong",
+                [],
+            ),
+            UserError::Forbidden(why) => {
+                with_reason(Code::PermissionDenied, "PERMISSION_DENIED", why, [])
+            }
+            UserError::Unavailable(error) => errors::unavailable("user database", &error),
+            UserError::Internal(error) => errors::internal("user service", error.as_ref()),
+        }
+    }
+}
