@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod cli;
 mod dev_keys;
+mod probe;
 mod suite;
 
 #[tokio::main]
@@ -13,7 +14,7 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     agora_interceptors::telemetry::init(cli.log_format);
     match cli::run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("agora: {error:#}");
             ExitCode::FAILURE

@@ -87,15 +87,16 @@ impl TestDatabase {
 
     /// Drops the PostgreSQL database (the SQLite folder goes with `self`).
     pub async fn cleanup(self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await;
-                let _ = admin.close().await;
-            }
+        let Some((admin_url, name)) = &self.postgres else {
+            return;
+        };
+        if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
         }
     }
 }
