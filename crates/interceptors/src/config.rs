@@ -31,6 +31,25 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_READINESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
+    /// Most calls served at once; further calls are refused at once with
+    /// RESOURCE_EXHAUSTED instead of queueing past their deadlines.
+    #[arg(long, env = "AGORA_MAX_CONCURRENT_CALLS", default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
+    /// Steady calls per second allowed to each caller (by token subject, else by
+    /// peer IP); service-role callers are exempt. 0 turns the limit off.
+    #[arg(long, env = "AGORA_RATE_LIMIT_PER_SECOND", default_value_t = 50)]
+    pub rate_limit_per_second: u32,
+
+    /// Calls a caller may make in a burst above the steady rate.
+    #[arg(long, env = "AGORA_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Largest request message accepted, in bytes; larger ones are refused with
+    /// RESOURCE_EXHAUSTED before they are decoded.
+    #[arg(long, env = "AGORA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
+    pub max_request_bytes: usize,
+
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
@@ -44,6 +63,10 @@ impl Default for ServeArgs {
             jwt_audience: "agora".into(),
             shutdown_grace: Duration::from_secs(10),
             readiness_interval: Duration::from_secs(2),
+            max_concurrent_calls: 1024,
+            rate_limit_per_second: 50,
+            rate_limit_burst: 100,
+            max_request_bytes: 1024 * 1024,
             log_format: crate::telemetry::LogFormat::Pretty,
         }
     }

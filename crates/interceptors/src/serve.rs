@@ -29,6 +29,7 @@ use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
 use crate::config::ServeArgs;
 use crate::db::Database;
 use crate::health::HealthRegistry;
+use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use crate::transport::ServerIo;
 
 /// The fully-qualified names of the health and reflection services.
@@ -167,8 +168,21 @@ impl ServiceHost {
             }
         };
 
+        // Outermost first; each layer sees what the ones above it let through.
         let server = Server::builder()
+            // Shed excess calls before spending anything on them.
+            .layer(ConcurrencyLimitLayer::new(
+                self.settings.max_concurrent_calls,
+            ))
+            // Who is calling, and may they call this method.
             .layer(AuthLayer::new(self.verifier, self.policies))
+            // Per-caller budget, keyed by the principal the auth layer found.
+            .layer(RateLimitLayer::new(
+                self.settings.rate_limit_per_second,
+                self.settings.rate_limit_burst,
+            ))
+            // Innermost, so a panicking call is still seen (and counted) above.
+            .layer(CatchPanicLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

@@ -95,8 +95,11 @@ pub async fn serve(
     .await
     .context("starting the user service")?;
 
-    let result = ServiceHost::new(config.serve, verifier)
-        .add_service(UserServiceServer::new(api), &grpc::POLICY)
+    let result = ServiceHost::new(config.serve.clone(), verifier)
+        .add_service(
+            UserServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
+            &grpc::POLICY,
+        )
         .readiness(database.clone())
         .serve(listener, shutdown)
         .await;

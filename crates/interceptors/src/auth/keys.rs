@@ -172,6 +172,14 @@ impl KeySet {
         Ok(())
     }
 
+    /// Adds every key of `other` (e.g. the next key during a rotation).
+    pub fn merge(&mut self, other: &KeySet) -> anyhow::Result<()> {
+        for jwk in &other.jwks {
+            self.insert(jwk.clone())?;
+        }
+        Ok(())
+    }
+
     /// Parses a JWKS document (`{"keys": [...]}`).
     pub fn from_jwks_json(json: &str) -> anyhow::Result<Self> {
         let document: JwksDocument = serde_json::from_str(json).context("parsing JWKS")?;

@@ -16,4 +16,4 @@ pub use keys::{KeySet, SigningKey};
 pub use layer::AuthLayer;
 pub use policy::{Access, ServicePolicy};
 pub use principal::{Principal, Role};
-pub use token::{AuthError, IssuedToken, TokenIssuer, TokenSettings, TokenVerifier};
+pub use token::{AuthError, Claims, IssuedToken, TokenIssuer, TokenSettings, TokenVerifier};

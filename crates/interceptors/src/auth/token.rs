@@ -110,10 +110,17 @@ impl TokenIssuer {
             iat,
             jti: uuid::Uuid::now_v7().to_string(),
         };
+        let token = self.sign(&claims)?;
+        Ok(IssuedToken { token, expires_at })
+    }
+
+    /// Signs arbitrary claims as they are, with this issuer's key and `kid`: for
+    /// tools and tests that need tokens `issue` would never make (expired ones,
+    /// other audiences).
+    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key)?;
-        Ok(IssuedToken { token, expires_at })
+        Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
     }
 }
 

@@ -1,0 +1,7 @@
+//! The serving and calling stack's integration tests: one binary, every layer
+//! exercised over real gRPC connections on ephemeral ports.
+
+mod auth;
+mod limits;
+mod probe;
+mod shutdown;
