@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
