@@ -1,6 +1,7 @@
 //! Settings shared by every service binary. Each is a flag and an environment
 //! variable (twelve-factor); `--help` shows the doc comments below.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +35,11 @@ pub struct ServeArgs {
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
+
+    /// Address of the Prometheus endpoint (`GET /metrics`, go-grpc-prometheus
+    /// names), e.g. "0.0.0.0:9090". Unset: no endpoint and no call is measured.
+    #[arg(long, env = "AGORA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServeArgs {
@@ -45,6 +51,7 @@ impl Default for ServeArgs {
             shutdown_grace: Duration::from_secs(10),
             readiness_interval: Duration::from_secs(2),
             log_format: crate::telemetry::LogFormat::Pretty,
+            metrics_listen: None,
         }
     }
 }

@@ -28,10 +28,19 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// A layer recording into `metrics`.
+    /// A layer recording into `metrics`, naming every method `metrics` knows.
     pub fn new(metrics: &GrpcMetrics) -> Self {
         Self {
             table: metrics.server_table(),
+        }
+    }
+
+    /// A layer recording into `metrics` that names only the methods of
+    /// `services` (the ones actually served); any other path is `unknown`.
+    /// Built once at start-up.
+    pub fn serving(metrics: &GrpcMetrics, services: &[&str]) -> Self {
+        Self {
+            table: Arc::new(metrics.server_table().only_services(services)),
         }
     }
 }

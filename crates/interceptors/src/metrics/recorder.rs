@@ -83,20 +83,20 @@ impl Families {
         // prometheus-client appends `_total` to counters itself.
         registry.register(
             format!("grpc_{name}_started"),
-            format!("Total number of RPCs started on the {name}."),
+            format!("Total number of RPCs started on the {name}"),
             families.started.clone(),
         );
         registry.register(
             format!("grpc_{name}_handled"),
             format!(
-                "Total number of RPCs completed on the {name}, regardless of success or failure."
+                "Total number of RPCs completed on the {name}, regardless of success or failure"
             ),
             families.handled.clone(),
         );
         registry.register(
             format!("grpc_{name}_handling_seconds"),
             format!(
-                "Histogram of response latency (seconds) of gRPC calls completed by the {name}."
+                "Histogram of response latency (seconds) of gRPC calls completed by the {name}"
             ),
             families.handling.clone(),
         );
@@ -176,6 +176,21 @@ impl MethodTable {
             .collect();
         let unknown = Arc::new(MethodHandles::new(&MethodInfo::unknown(), families));
         Self { by_path, unknown }
+    }
+
+    /// The same handles, knowing only the methods of `services`: a server
+    /// records a path it does not serve as `unknown`, like any other.
+    pub fn only_services(&self, services: &[&str]) -> Self {
+        let by_path = self
+            .by_path
+            .iter()
+            .filter(|(_, handles)| services.contains(&handles.labels.grpc_service.as_str()))
+            .map(|(path, handles)| (path.clone(), handles.clone()))
+            .collect();
+        Self {
+            by_path,
+            unknown: self.unknown.clone(),
+        }
     }
 
     /// Starts measuring a call to `path`.

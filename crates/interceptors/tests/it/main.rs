@@ -1,0 +1,3 @@
+//! Integration tests of the serving stack, against real servers on loopback.
+
+mod metrics;
