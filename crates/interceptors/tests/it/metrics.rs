@@ -1,12 +1,14 @@
 //! Metrics end to end: a real [`ServiceHost`] with a metrics listener, real
 //! gRPC calls, and `/metrics` scraped over real HTTP.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
 use agora_interceptors::ServiceHost;
-use agora_interceptors::auth::{KeySet, TokenSettings, TokenVerifier};
+use agora_interceptors::auth::{Access, KeySet, ServicePolicy, TokenSettings, TokenVerifier};
 use agora_interceptors::db::{Database, PoolSettings};
 use agora_interceptors::health::wait_until_serving;
 use agora_interceptors::metrics::{CONTENT_TYPE, GrpcMetrics};
@@ -17,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -39,12 +43,21 @@ struct Host {
 
 impl Host {
     async fn start(readiness: Option<Database>) -> Self {
+        Self::start_with(readiness, false).await
+    }
+
+    /// With `stub_users`, also serves a stand-in `agora.user.v1.UserService`
+    /// whose GetUser requires a token.
+    async fn start_with(readiness: Option<Database>, stub_users: bool) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr = grpc.local_addr().unwrap();
         let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_addr = metrics_listener.local_addr().unwrap();
         let verifier = TokenVerifier::new(KeySet::new(), &TokenSettings::default());
         let mut host = ServiceHost::new(ServeArgs::default(), verifier).metrics(metrics_listener);
+        if stub_users {
+            host = host.add_service(StubUsers, &STUB_USERS_POLICY);
+        }
         if let Some(database) = readiness {
             host = host.readiness(database);
         }
@@ -98,6 +111,33 @@ impl Host {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// Answers every call INTERNAL; only reached if auth lets a call through.
+#[derive(Clone)]
+struct StubUsers;
+
+impl NamedService for StubUsers {
+    const NAME: &'static str = "agora.user.v1.UserService";
+}
+
+impl tower::Service<http::Request<Body>> for StubUsers {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+        std::future::ready(Ok(tonic::Status::internal("stub reached").into_http()))
+    }
+}
+
+const STUB_USERS_POLICY: ServicePolicy = ServicePolicy {
+    service: "agora.user.v1.UserService",
+    methods: &[("GetUser", Access::Authenticated)],
+};
 
 /// `GET path` over a fresh HTTP/1.1 connection: status, headers, body.
 async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -342,5 +382,26 @@ async fn only_get_metrics_is_served() {
     let (status, _, _) = http_get(host.metrics_addr, "/metricsx").await;
     assert_eq!(status, 404);
     assert!(host.scrape().await.ends_with("# EOF\n"));
+    host.shut_down().await;
+}
+
+#[tokio::test]
+async fn calls_refused_by_auth_are_counted() {
+    let host = Host::start_with(None, true).await;
+    let refused = UserServiceClient::new(host.channel.clone())
+        .get_user(GetUserRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let text = host.scrape().await;
+    let get_user =
+        r#"grpc_type="unary",grpc_service="agora.user.v1.UserService",grpc_method="GetUser""#;
+    assert_line(&text, &format!("grpc_server_started_total{{{get_user}}} 1"));
+    assert_line(
+        &text,
+        &format!(r#"grpc_server_handled_total{{{get_user},grpc_code="Unauthenticated"}} 1"#),
+    );
+
     host.shut_down().await;
 }
