@@ -1,6 +1,7 @@
 //! Settings shared by every service binary. Each is a flag and an environment
 //! variable (twelve-factor); `--help` shows the doc comments below.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,6 +54,11 @@ pub struct ServeArgs {
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
+
+    /// Address of the Prometheus endpoint (`GET /metrics`, go-grpc-prometheus
+    /// names), e.g. "0.0.0.0:9090". Unset: no endpoint and no call is measured.
+    #[arg(long, env = "AGORA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServeArgs {
@@ -68,6 +74,7 @@ impl Default for ServeArgs {
             rate_limit_burst: 100,
             max_request_bytes: 1024 * 1024,
             log_format: crate::telemetry::LogFormat::Pretty,
+            metrics_listen: None,
         }
     }
 }

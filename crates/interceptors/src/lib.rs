@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod limits;
+pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

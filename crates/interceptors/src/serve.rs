@@ -4,11 +4,13 @@
 //! ServiceHost::new(settings, verifier)
 //!     .add_service(UserServiceServer::new(service), &POLICY)
 //!     .readiness(database)
+//!     .metrics(metrics_listener) // optional
 //!     .serve(listener, shutdown::signal())
 //! ```
 //!
 //! Every host also serves grpc.health.v1 (driven by the readiness probe) and
-//! grpc.reflection v1 and v1alpha covering every service on the port.
+//! grpc.reflection v1 and v1alpha covering every service on the port. With a
+//! metrics listener it records every call and serves `GET /metrics` there.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +32,7 @@ use crate::config::ServeArgs;
 use crate::db::Database;
 use crate::health::HealthRegistry;
 use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
+use crate::metrics::{GrpcMetrics, MetricsLayer, serve_metrics};
 use crate::transport::ServerIo;
 
 /// The fully-qualified names of the health and reflection services.
@@ -49,6 +52,8 @@ pub struct ServiceHost {
     names: Vec<&'static str>,
     readiness: Option<Database>,
     health: Option<HealthRegistry>,
+    metrics: GrpcMetrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for ServiceHost {
@@ -74,6 +79,8 @@ impl ServiceHost {
             names: Vec::new(),
             readiness: None,
             health: None,
+            metrics: GrpcMetrics::new(),
+            metrics_listener: None,
         }
     }
 
@@ -103,6 +110,19 @@ impl ServiceHost {
     pub fn readiness(mut self, database: Database) -> Self {
         self.readiness = Some(database);
         self
+    }
+
+    /// Serves `GET /metrics` on `listener` and records every call served.
+    /// Without it no call is measured (the layer is left out entirely).
+    pub fn metrics(mut self, listener: TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// The metrics this host reports, so a service can record its calls to
+    /// downstreams ([`GrpcMetrics::client_layer`]) on the same endpoint.
+    pub fn grpc_metrics(&self) -> GrpcMetrics {
+        self.metrics.clone()
     }
 
     /// The health registry of this host, created on first use, so a caller can
@@ -136,6 +156,9 @@ impl ServiceHost {
 
         // Know the database's state before the first caller can ask.
         let stop_probe = CancellationToken::new();
+        if let Some(database) = &self.readiness {
+            self.metrics.observe_database(database.clone());
+        }
         match self.readiness.clone() {
             Some(database) => {
                 health.set_all_serving(database.is_reachable(READINESS_TIMEOUT).await);
@@ -169,7 +192,23 @@ impl ServiceHost {
         };
 
         // Outermost first; each layer sees what the ones above it let through.
+        // Metrics outermost, so calls refused below (shed, unauthenticated,
+        // rate limited) are counted too.
+        let metrics_layer = self
+            .metrics_listener
+            .is_some()
+            .then(|| MetricsLayer::serving(&self.metrics, &reflection_names));
+        let stop_metrics = CancellationToken::new();
+        let metrics_endpoint = self.metrics_listener.map(|listener| {
+            tokio::spawn(serve_metrics(
+                listener,
+                self.metrics.clone(),
+                stop_metrics.clone().cancelled_owned(),
+            ))
+        });
+
         let server = Server::builder()
+            .layer(tower::util::option_layer(metrics_layer))
             // Shed excess calls before spending anything on them.
             .layer(ConcurrencyLimitLayer::new(
                 self.settings.max_concurrent_calls,
@@ -197,6 +236,13 @@ impl ServiceHost {
             }
         }
         stop_probe.cancel();
+        // Scrapes keep working through the drain; stop them last.
+        stop_metrics.cancel();
+        if let Some(endpoint) = metrics_endpoint
+            && let Err(error) = endpoint.await
+        {
+            tracing::warn!(%error, "metrics endpoint task failed");
+        }
         Ok(())
     }
 }

@@ -95,14 +95,24 @@ pub async fn serve(
     .await
     .context("starting the user service")?;
 
-    let result = ServiceHost::new(config.serve.clone(), verifier)
+    let metrics_listener = match config.serve.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
+        ),
+        None => None,
+    };
+    let mut host = ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             UserServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
             &grpc::POLICY,
         )
-        .readiness(database.clone())
-        .serve(listener, shutdown)
-        .await;
+        .readiness(database.clone());
+    if let Some(listener) = metrics_listener {
+        host = host.metrics(listener);
+    }
+    let result = host.serve(listener, shutdown).await;
     database.close().await;
     result
 }

@@ -3,5 +3,6 @@
 
 mod auth;
 mod limits;
+mod metrics;
 mod probe;
 mod shutdown;
