@@ -31,6 +31,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_READINESS_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub readiness_interval: Duration,
 
+    /// Deadline of a served call whose caller sent no `grpc-timeout` (e.g. "30s");
+    /// the call is answered DEADLINE_EXCEEDED when it passes, and downstream
+    /// calls made while serving it get only the time that remains.
+    #[arg(long, env = "AGORA_DEFAULT_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub default_deadline: Duration,
+
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
@@ -44,6 +50,7 @@ impl Default for ServeArgs {
             jwt_audience: "agora".into(),
             shutdown_grace: Duration::from_secs(10),
             readiness_interval: Duration::from_secs(2),
+            default_deadline: Duration::from_secs(30),
             log_format: crate::telemetry::LogFormat::Pretty,
         }
     }

@@ -26,6 +26,7 @@ use tower::Service;
 
 use crate::auth::policy::PolicyTable;
 use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
+use crate::client::DeadlineLayer;
 use crate::config::ServeArgs;
 use crate::db::Database;
 use crate::health::HealthRegistry;
@@ -167,7 +168,10 @@ impl ServiceHost {
             }
         };
 
+        // Deadline outermost: every call, refused ones included, gets its
+        // deadline and request id before anything else looks at it.
         let server = Server::builder()
+            .layer(DeadlineLayer::new(self.settings.default_deadline))
             .layer(AuthLayer::new(self.verifier, self.policies))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
