@@ -103,11 +103,15 @@ where
 
         let call = self.inner.call(request);
         Box::pin(async move {
+            // Deadline first: tonic's own timeout (it reads the grpc-timeout
+            // stamped above) may fire in the same timer tick and would answer
+            // CANCELLED; the deadline is ours to report.
             tokio::select! {
-                response = call => response,
+                biased;
                 () = tokio::time::sleep_until(deadline) => {
                     Ok(deadline_exceeded("deadline exceeded waiting for the downstream"))
                 }
+                response = call => response,
             }
         })
     }

@@ -83,11 +83,14 @@ where
         };
         let call = self.inner.call(request);
         Box::pin(context.scope(async move {
+            // Deadline first, so a call that ends in the deadline's own timer
+            // tick is reported as what it is.
             tokio::select! {
-                response = call => response,
+                biased;
                 () = tokio::time::sleep_until(deadline) => {
                     Ok(Status::deadline_exceeded("deadline exceeded while serving the call").into_http())
                 }
+                response = call => response,
             }
         }))
     }
