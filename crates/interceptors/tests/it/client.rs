@@ -78,10 +78,13 @@ impl Health for Flaky {
     }
 }
 
+/// The `grpc-timeout` and `x-request-id` headers of one call.
+type SeenHeaders = (Option<String>, Option<String>);
+
 /// Records the `grpc-timeout` and `x-request-id` it received.
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Option<(Option<String>, Option<String>)>>>,
+    seen: Arc<Mutex<Option<SeenHeaders>>>,
 }
 
 #[tonic::async_trait]
