@@ -51,6 +51,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
 
+    /// Deadline of a served call whose caller sent no `grpc-timeout` (e.g. "30s");
+    /// the call is answered DEADLINE_EXCEEDED when it passes, and downstream
+    /// calls made while serving it get only the time that remains.
+    #[arg(long, env = "AGORA_DEFAULT_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub default_deadline: Duration,
+
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
@@ -73,6 +79,7 @@ impl Default for ServeArgs {
             rate_limit_per_second: 50,
             rate_limit_burst: 100,
             max_request_bytes: 1024 * 1024,
+            default_deadline: Duration::from_secs(30),
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
         }

@@ -28,6 +28,7 @@ use tower::Service;
 
 use crate::auth::policy::PolicyTable;
 use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
+use crate::client::DeadlineLayer;
 use crate::config::ServeArgs;
 use crate::db::Database;
 use crate::health::HealthRegistry;
@@ -209,6 +210,9 @@ impl ServiceHost {
 
         let server = Server::builder()
             .layer(tower::util::option_layer(metrics_layer))
+            // Every call, refused ones included, gets its deadline and request id
+            // before anything else looks at it.
+            .layer(DeadlineLayer::new(self.settings.default_deadline))
             // Shed excess calls before spending anything on them.
             .layer(ConcurrencyLimitLayer::new(
                 self.settings.max_concurrent_calls,

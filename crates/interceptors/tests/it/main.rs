@@ -2,6 +2,7 @@
 //! exercised over real gRPC connections on ephemeral ports.
 
 mod auth;
+mod client;
 mod limits;
 mod metrics;
 mod probe;

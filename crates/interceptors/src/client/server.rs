@@ -1,0 +1,115 @@
+//! [`DeadlineLayer`]: the server side of deadline propagation.
+//!
+//! Every served call gets an absolute deadline (the caller's `grpc-timeout`, or
+//! the host's default when the caller sent none) and a request id, and its
+//! future runs inside a [`CallContext`] scope so the handler's downstream calls
+//! inherit both. The layer also enforces the deadline: a call still running
+//! when it passes is dropped and answered DEADLINE_EXCEEDED, so a slow handler
+//! never holds resources for a caller that has given up.
+//!
+//! tonic's own server timeout also reads `grpc-timeout` and, being outside every
+//! user layer, may fire a moment earlier with CANCELLED "Timeout expired"; this
+//! layer is what enforces the default deadline and what hands the deadline on.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::context::{CallContext, REQUEST_ID, new_request_id};
+use super::grpc_timeout::{self, GRPC_TIMEOUT};
+
+/// Sets, propagates and enforces each served call's deadline and request id.
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineLayer {
+    default: Duration,
+}
+
+impl DeadlineLayer {
+    /// A layer giving calls without `grpc-timeout` the deadline `default`.
+    pub fn new(default: Duration) -> Self {
+        Self { default }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            default: self.default,
+        }
+    }
+}
+
+/// The service [`DeadlineLayer`] wraps around the routes.
+#[derive(Clone, Debug)]
+pub struct DeadlineService<S> {
+    inner: S,
+    default: Duration,
+}
+
+impl<S, B> Service<http::Request<B>> for DeadlineService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let timeout = request
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(grpc_timeout::parse)
+            .unwrap_or(self.default);
+        let deadline = Instant::now() + timeout;
+        let request_id = incoming_request_id(&mut request);
+        let context = CallContext {
+            deadline,
+            request_id,
+        };
+        let call = self.inner.call(request);
+        Box::pin(context.scope(async move {
+            // Deadline first, so a call that ends in the deadline's own timer
+            // tick is reported as what it is.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => {
+                    Ok(Status::deadline_exceeded("deadline exceeded while serving the call").into_http())
+                }
+                response = call => response,
+            }
+        }))
+    }
+}
+
+/// The caller's request id, or a new one written into the request so the
+/// handler and its logs see the same id the downstreams will.
+fn incoming_request_id<B>(request: &mut http::Request<B>) -> String {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty());
+    if let Some(id) = given {
+        return id.to_owned();
+    }
+    let id = new_request_id();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    id
+}
