@@ -46,8 +46,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
 
-    /// Largest request message accepted, in bytes; larger ones are refused with
-    /// RESOURCE_EXHAUSTED before they are decoded.
+    /// Largest request message accepted, in bytes; larger ones are refused before
+    /// they are decoded (tonic answers OUT_OF_RANGE).
     #[arg(long, env = "AGORA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024)]
     pub max_request_bytes: usize,
 

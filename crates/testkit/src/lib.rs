@@ -85,6 +85,36 @@ impl TestDatabase {
         }
     }
 
+    /// Drops the PostgreSQL database under a running service (terminating its
+    /// connections), to test how the service behaves when its database is gone.
+    /// Panics for SQLite, which cannot be taken away from an open connection.
+    pub async fn take_offline(&self) {
+        let (admin_url, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop test database");
+        let _ = admin.close().await;
+    }
+
+    /// Creates the database again (empty) after [`TestDatabase::take_offline`].
+    pub async fn bring_back(&self) {
+        let (admin_url, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+    }
+
     /// Drops the PostgreSQL database (the SQLite folder goes with `self`).
     pub async fn cleanup(self) {
         let Some((admin_url, name)) = &self.postgres else {

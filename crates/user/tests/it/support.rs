@@ -99,6 +99,11 @@ impl TestApp {
             .map(|r| r.into_inner().user.unwrap())
     }
 
+    /// Asserts the server still answers (after a refused or failed call).
+    pub async fn app_is_alive(&self) {
+        agora_testkit::wait_until_serving(self.channel(), "agora.user.v1.UserService").await;
+    }
+
     /// Signals shutdown and waits for the server to finish.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
