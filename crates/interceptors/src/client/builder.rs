@@ -49,6 +49,7 @@ impl Downstream {
             resolve_every: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             buffer: 1024,
+            metrics: None,
         }
     }
 }
@@ -66,6 +67,7 @@ pub struct DownstreamBuilder {
     resolve_every: Duration,
     connect_timeout: Duration,
     buffer: usize,
+    metrics: Option<crate::metrics::GrpcMetrics>,
 }
 
 impl DownstreamBuilder {
@@ -110,6 +112,13 @@ impl DownstreamBuilder {
         self
     }
 
+    /// Records `grpc_client_*` metrics for calls through this channel (each
+    /// call once, retries included in its duration).
+    pub fn metrics(mut self, metrics: &crate::metrics::GrpcMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
     /// How long one connection attempt may take (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -137,6 +146,14 @@ impl DownstreamBuilder {
         let breaker = Arc::new(Breaker::new(self.breaker_threshold, self.breaker_cooldown));
         let guarded = BreakerService::new(retry, breaker.clone(), &self.name);
         let stack = OutgoingLayer::new(self.default_deadline).layer(guarded);
+        // Metrics outermost: one observation per call as the caller saw it,
+        // fast failures of an open circuit included.
+        let stack = tower::util::option_layer(
+            self.metrics
+                .as_ref()
+                .map(crate::metrics::ClientMetricsLayer::new),
+        )
+        .layer(stack);
         Ok(DownstreamChannel {
             name: self.name.into(),
             breaker,

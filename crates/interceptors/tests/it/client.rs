@@ -208,14 +208,28 @@ fn reason(status: &Status) -> Option<String> {
 async fn retries_unavailable_then_succeeds() {
     let server = Flaky::new(2, Code::Unavailable);
     let address = serve(server.clone()).await;
+    let metrics = agora_interceptors::metrics::GrpcMetrics::new();
     let channel = Downstream::builder("flaky", &format!("http://{address}"))
         .retryable(&[CHECK])
         .max_attempts(3)
+        .metrics(&metrics)
         .build()
         .unwrap();
     let reply = client(channel).check(check()).await.unwrap().into_inner();
     assert_eq!(reply.status, ServingStatus::Serving as i32);
     assert_eq!(server.calls(), 3);
+    // The caller made one call: the client metrics count one, ending OK.
+    let text = metrics.encode().unwrap();
+    let handled = text
+        .lines()
+        .find(|line| {
+            line.starts_with("grpc_client_handled_total{") && line.contains("grpc_method=\"Check\"")
+        })
+        .unwrap_or_else(|| panic!("no client line in:\n{text}"));
+    assert!(
+        handled.contains("grpc_code=\"OK\"") && handled.ends_with(" 1"),
+        "{handled}"
+    );
 }
 
 #[tokio::test]
