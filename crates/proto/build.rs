@@ -8,14 +8,20 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let root = root.canonicalize()?;
+    // The package's folder at run time, not at compile time (`env!`), and
+    // change-tracking paths relative to it: cargo shares this build script
+    // between checkouts of the workspace (git worktrees with one target
+    // folder), and absolute paths would point it at another checkout's files.
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir.join("../../proto").canonicalize()?;
     let mut files = Vec::new();
     collect_protos(&root, &mut files)?;
     files.sort();
-    println!("cargo:rerun-if-changed={}", root.display());
+    let relative =
+        |path: &Path| Path::new("../../proto").join(path.strip_prefix(&root).unwrap_or(path));
+    println!("cargo:rerun-if-changed={}", relative(&root).display());
     for file in &files {
-        println!("cargo:rerun-if-changed={}", file.display());
+        println!("cargo:rerun-if-changed={}", relative(file).display());
     }
 
     let descriptors = protox::compile(&files, [&root])?;

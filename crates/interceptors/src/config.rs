@@ -57,6 +57,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_DEFAULT_DEADLINE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub default_deadline: Duration,
 
+    /// Coalesce the replies that are ready at the same moment into one write
+    /// (one system call) instead of one write per reply; see
+    /// `transport.rs` and BENCHMARKS.md. "false" writes as tonic does.
+    #[arg(long, env = "AGORA_WRITE_COALESCING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_coalescing: bool,
+
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
@@ -65,6 +71,10 @@ pub struct ServeArgs {
     /// names), e.g. "0.0.0.0:9090". Unset: no endpoint and no call is measured.
     #[arg(long, env = "AGORA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// TLS / mutual TLS of the gRPC port.
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
 }
 
 impl Default for ServeArgs {
@@ -80,8 +90,10 @@ impl Default for ServeArgs {
             rate_limit_burst: 100,
             max_request_bytes: 1024 * 1024,
             default_deadline: Duration::from_secs(30),
+            write_coalescing: true,
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
+            tls: crate::tls::ServerTlsArgs::default(),
         }
     }
 }

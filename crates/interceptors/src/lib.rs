@@ -14,10 +14,14 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod limits;
+pub mod log_ids;
 pub mod metrics;
+pub mod observe;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
+pub mod trace;
 pub mod transport;
 
 pub use config::ServeArgs;

@@ -8,7 +8,7 @@
 //!     .serve(listener, shutdown::signal())
 //! ```
 //!
-//! Every host also serves grpc.health.v1 (driven by the readiness probe) and
+//! Every call is traced ([`crate::trace`]). Every host also serves grpc.health.v1 (driven by the readiness probe) and
 //! grpc.reflection v1 and v1alpha covering every service on the port. With a
 //! metrics listener it records every call and serves `GET /metrics` there.
 
@@ -34,6 +34,7 @@ use crate::db::Database;
 use crate::health::HealthRegistry;
 use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use crate::metrics::{GrpcMetrics, MetricsLayer, serve_metrics};
+use crate::trace::TraceLayer;
 use crate::transport::ServerIo;
 
 /// The fully-qualified names of the health and reflection services.
@@ -178,7 +179,10 @@ impl ServiceHost {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let incoming = {
             let kill = kill_connections.clone();
-            incoming.map(move |accepted| accepted.map(|stream| ServerIo::new(stream, kill.clone())))
+            let coalesce = self.settings.write_coalescing;
+            incoming.map(move |accepted| {
+                accepted.map(|stream| ServerIo::new(stream, kill.clone(), coalesce))
+            })
         };
         let signal = {
             let health = health.clone();
@@ -208,7 +212,14 @@ impl ServiceHost {
             ))
         });
 
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.settings.tls.load()? {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
+            // Outermost: the span covers everything the call costs, and every
+            // log line below it carries the trace id.
+            .layer(TraceLayer::new())
             .layer(tower::util::option_layer(metrics_layer))
             // Every call, refused ones included, gets its deadline and request id
             // before anything else looks at it.
@@ -240,6 +251,8 @@ impl ServiceHost {
             }
         }
         stop_probe.cancel();
+        // Spans of the last calls go out before the process may exit.
+        crate::telemetry::flush_traces().await;
         // Scrapes keep working through the drain; stop them last.
         stop_metrics.cancel();
         if let Some(endpoint) = metrics_endpoint

@@ -1,7 +1,27 @@
-//! Logging set-up: structured logs through `tracing`, filtered by `RUST_LOG`, with
-//! the noisy transport crates (h2, hyper, tower) quiet unless asked for.
+//! Logs and traces for a process.
+//!
+//! - Logs: structured through `tracing`, pretty or JSON, filtered by
+//!   `RUST_LOG`, with the noisy transport crates (h2, hyper, tower) quiet unless
+//!   asked for. Every line logged during a call carries the call's `trace_id`
+//!   and `request_id` ([`crate::log_ids`]).
+//! - Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are exported over
+//!   OTLP/gRPC through a batch processor; the service name is
+//!   `OTEL_SERVICE_NAME`, else the executable's name, and the standard
+//!   `OTEL_TRACES_SAMPLER*` and `OTEL_BSP_*` variables apply. When it is unset
+//!   nothing is recorded or exported: spans are never sampled, but trace ids
+//!   are still made and propagated, so logs and downstream calls share them.
 
+use std::sync::Mutex;
+
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_subscriber::EnvFilter;
+
+use crate::log_ids::WithCallIds;
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -14,16 +34,125 @@ pub enum LogFormat {
 }
 
 /// The default filter when `RUST_LOG` is unset.
-const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,sqlx=warn";
+const DEFAULT_FILTER: &str =
+    "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,sqlx=warn,opentelemetry=warn";
 
-/// Installs the global subscriber. Safe to call more than once (later calls are
-/// ignored), so tests and the suite launcher can both call it.
+/// Spans queued for export before new ones are dropped. The SDK's 2048 drops
+/// spans under a burst of a few thousand calls a second; `OTEL_BSP_MAX_QUEUE_SIZE`
+/// overrides this.
+const EXPORT_QUEUE: usize = 16_384;
+
+/// The provider installed by [`init`] or [`install_otlp`], kept to flush it.
+static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+
+/// Installs the global log subscriber and tracer provider. Safe to call more
+/// than once (later calls change nothing), so tests and the suite launcher
+/// can both call it. Must run inside a Tokio runtime when exporting.
 pub fn init(format: LogFormat) {
+    init_logs(format);
+    if PROVIDER.lock().expect("provider lock").is_some() {
+        return;
+    }
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .ok()
+        .filter(|endpoint| !endpoint.is_empty());
+    match endpoint {
+        Some(endpoint) => {
+            if let Err(error) = install_otlp(&endpoint) {
+                tracing::error!(%endpoint, "traces will not be exported: {error:#}");
+                install(unexported_provider());
+            } else {
+                tracing::info!(%endpoint, "exporting traces over OTLP/gRPC");
+            }
+        }
+        None => install(unexported_provider()),
+    }
+}
+
+fn init_logs(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder
+            .event_format(WithCallIds::new(tracing_subscriber::fmt::format(), false))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(WithCallIds::new(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+                true,
+            ))
+            .try_init(),
     };
+}
+
+/// Exports every span (subject to `OTEL_TRACES_SAMPLER`) to the OTLP/gRPC
+/// collector at `endpoint` (`http://host:4317`), replacing any provider
+/// installed before. Must run inside a Tokio runtime (the exporter is a tonic
+/// client).
+pub fn install_otlp(endpoint: &str) -> anyhow::Result<()> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch_config())
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource())
+        .build();
+    install(provider);
+    Ok(())
+}
+
+/// Waits until every span ended so far has been handed to the exporter.
+/// Runs on the blocking pool: the SDK's flush blocks its thread until the
+/// exporter, which needs the runtime, is done.
+pub async fn flush_traces() {
+    let provider = PROVIDER.lock().expect("provider lock").clone();
+    if let Some(provider) = provider {
+        let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "flushing traces failed");
+        }
+    }
+}
+
+/// A provider that samples nothing: ids are made and propagated, nothing is
+/// recorded. Costs a few hundred nanoseconds a call.
+fn unexported_provider() -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOff)
+        .with_resource(resource())
+        .build()
+}
+
+fn install(provider: SdkTracerProvider) {
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    *PROVIDER.lock().expect("provider lock") = Some(provider);
+}
+
+fn batch_config() -> opentelemetry_sdk::trace::BatchConfig {
+    let builder = BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_some() {
+        builder.build()
+    } else {
+        builder.with_max_queue_size(EXPORT_QUEUE).build()
+    }
+}
+
+fn resource() -> Resource {
+    let builder = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_some() {
+        return builder.build();
+    }
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "agora".to_owned());
+    builder.with_service_name(name).build()
 }

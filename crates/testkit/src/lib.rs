@@ -6,6 +6,8 @@
 //! writes one scenario once and gets a test per backend.
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+
 use std::io::Write as _;
 use std::sync::Once;
 use std::time::Duration;

@@ -1,10 +1,12 @@
 //! [`Downstream::builder`]: the whole client stack in one call.
 //!
 //! Layers, outermost first, and why each sits where it does:
-//! 1. **deadline + request id** ([`OutgoingLayer`]): outermost, so the deadline
-//!    is fixed once per logical call and bounds everything below it, retries
-//!    and backoff included; the trace-context hook sits here too, so all
-//!    attempts of one call share one span.
+//! 0. **metrics, then tracing** ([`crate::trace::ClientTraceLayer`]): one
+//!    observation and one CLIENT span per logical call, so all attempts of a
+//!    retried call share one span, and its `traceparent` goes downstream.
+//! 1. **deadline + request id** ([`OutgoingLayer`]): the deadline is fixed once
+//!    per logical call and bounds everything below it, retries and backoff
+//!    included.
 //! 2. **circuit breaker**: above retry, so one logical call counts as one
 //!    success or failure (retries of a call do not open the circuit on their
 //!    own), and an open circuit refuses before any buffering or backoff.
@@ -23,6 +25,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::BoxError;
 use super::breaker::{Breaker, BreakerService};
+use super::credentials::{BearerSource, CredentialsLayer};
 use super::discovery::{self, Target};
 use super::outgoing::OutgoingLayer;
 use super::retry::{RetryService, RetrySettings};
@@ -50,6 +53,8 @@ impl Downstream {
             connect_timeout: Duration::from_secs(5),
             buffer: 1024,
             metrics: None,
+            bearer: None,
+            tls: None,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct DownstreamBuilder {
     connect_timeout: Duration,
     buffer: usize,
     metrics: Option<crate::metrics::GrpcMetrics>,
+    bearer: Option<Arc<dyn BearerSource>>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl DownstreamBuilder {
@@ -119,6 +126,20 @@ impl DownstreamBuilder {
         self
     }
 
+    /// Sends `authorization: Bearer <token>` from `source` on every call that
+    /// carries none (service-to-service credentials; see [`ServiceTokens`](super::ServiceTokens)).
+    pub fn bearer(mut self, source: Arc<dyn BearerSource>) -> Self {
+        self.bearer = Some(source);
+        self
+    }
+
+    /// Connects over TLS (the address must be `https://`); with a client
+    /// identity in `tls`, over mutual TLS. See [`crate::tls::ClientTlsArgs`].
+    pub fn tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// How long one connection attempt may take (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -137,7 +158,7 @@ impl DownstreamBuilder {
             !self.resolve_every.is_zero(),
             "resolve_every must be positive"
         );
-        let target = Target::parse(&self.uri, self.connect_timeout)?;
+        let target = Target::parse(&self.uri, self.connect_timeout, self.tls)?;
         let (channel, changes) = Channel::balance_channel::<SocketAddr>(self.buffer);
         tokio::spawn(discovery::run(target, self.resolve_every, changes));
 
@@ -146,6 +167,9 @@ impl DownstreamBuilder {
         let breaker = Arc::new(Breaker::new(self.breaker_threshold, self.breaker_cooldown));
         let guarded = BreakerService::new(retry, breaker.clone(), &self.name);
         let stack = OutgoingLayer::new(self.default_deadline).layer(guarded);
+        // Credentials once per logical call, above retries.
+        let stack = tower::util::option_layer(self.bearer.map(CredentialsLayer::new)).layer(stack);
+        let stack = crate::trace::ClientTraceLayer::new().layer(stack);
         // Metrics outermost: one observation per call as the caller saw it,
         // fast failures of an open circuit included.
         let stack = tower::util::option_layer(

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use http::Uri;
 use tokio::sync::mpsc::Sender;
-use tonic::transport::Endpoint;
 use tonic::transport::channel::Change;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 /// How one downstream address is turned into endpoints.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// `http` (TLS is not configured yet).
+    /// `http`, or `https` with TLS.
     pub scheme: String,
+    /// TLS settings for `https`, with the host name as the name to verify.
+    pub tls: Option<ClientTlsConfig>,
     /// The host name or literal IP to resolve.
     pub host: String,
     /// The port every endpoint uses.
@@ -28,14 +30,25 @@ pub struct Target {
 }
 
 impl Target {
-    /// The target for `uri` (`scheme://host:port`).
-    pub fn parse(uri: &str, connect_timeout: Duration) -> anyhow::Result<Self> {
+    /// The target for `uri` (`scheme://host:port`): `http://` in plain text,
+    /// `https://` over TLS with `tls` (which must then be given).
+    pub fn parse(
+        uri: &str,
+        connect_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
         let origin: Uri = uri.parse()?;
         let scheme = origin.scheme_str().unwrap_or("http").to_owned();
-        anyhow::ensure!(
-            scheme == "http",
-            "only http:// downstreams are supported (TLS is not configured yet): {uri}"
-        );
+        match (scheme.as_str(), &tls) {
+            ("http", None) | ("https", Some(_)) => {}
+            ("https", None) => anyhow::bail!(
+                "{uri} is https:// but no downstream CA is configured (AGORA_DOWNSTREAM_TLS_CA_FILE)"
+            ),
+            ("http", Some(_)) => anyhow::bail!(
+                "TLS is configured for downstreams but {uri} is http://; use https://"
+            ),
+            _ => anyhow::bail!("unsupported scheme in downstream address {uri}"),
+        }
         let host = origin
             .host()
             .ok_or_else(|| anyhow::anyhow!("downstream address has no host: {uri}"))?
@@ -45,8 +58,12 @@ impl Target {
         let port = origin
             .port_u16()
             .ok_or_else(|| anyhow::anyhow!("downstream address has no port: {uri}"))?;
+        // Certificates are checked against the name in the address, whatever
+        // IP address it resolved to.
+        let tls = tls.map(|tls| tls.domain_name(host.clone()));
         Ok(Self {
             scheme,
+            tls,
             host,
             port,
             origin,
@@ -55,12 +72,14 @@ impl Target {
     }
 
     fn endpoint(&self, address: SocketAddr) -> anyhow::Result<Endpoint> {
-        Ok(
-            Endpoint::from_shared(format!("{}://{address}", self.scheme))?
-                .origin(self.origin.clone())
-                .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true),
-        )
+        let mut endpoint = Endpoint::from_shared(format!("{}://{address}", self.scheme))?
+            .origin(self.origin.clone())
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        Ok(endpoint)
     }
 }
 
@@ -132,11 +151,11 @@ mod tests {
 
     #[test]
     fn parses_names_and_literal_addresses() {
-        let target = Target::parse("http://inventory:50054", Duration::from_secs(1)).unwrap();
+        let target = Target::parse("http://inventory:50054", Duration::from_secs(1), None).unwrap();
         assert_eq!((target.host.as_str(), target.port), ("inventory", 50054));
-        let target = Target::parse("http://[::1]:7", Duration::from_secs(1)).unwrap();
+        let target = Target::parse("http://[::1]:7", Duration::from_secs(1), None).unwrap();
         assert_eq!(target.host, "::1");
-        assert!(Target::parse("https://inventory:50054", Duration::from_secs(1)).is_err());
-        assert!(Target::parse("http://inventory", Duration::from_secs(1)).is_err());
+        assert!(Target::parse("https://inventory:50054", Duration::from_secs(1), None).is_err());
+        assert!(Target::parse("http://inventory", Duration::from_secs(1), None).is_err());
     }
 }

@@ -14,6 +14,7 @@
 mod breaker;
 mod builder;
 mod context;
+mod credentials;
 mod discovery;
 pub mod grpc_timeout;
 mod outgoing;
@@ -25,6 +26,7 @@ pub use builder::{Downstream, DownstreamBuilder, DownstreamChannel};
 pub use context::{
     CallContext, CallDeadline, REQUEST_ID, current_deadline, current_request_id, new_request_id,
 };
+pub use credentials::{BearerSource, CredentialsLayer, ServiceTokens, StaticBearer};
 pub use server::{DeadlineLayer, DeadlineService};
 
 /// The error every client layer returns; tonic's clients accept it.

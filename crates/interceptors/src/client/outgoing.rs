@@ -95,12 +95,6 @@ where
         }
         request.extensions_mut().insert(CallDeadline(deadline));
 
-        // === trace context ===
-        // W3C `traceparent`/`tracestate` injection goes here: the current span's
-        // context written into `request.headers_mut()`, once per logical call
-        // (retries below share it). Nothing is injected yet.
-        inject_trace_context(&mut request);
-
         let call = self.inner.call(request);
         Box::pin(async move {
             // Deadline first: tonic's own timeout (it reads the grpc-timeout
@@ -123,9 +117,6 @@ pub(crate) fn stamp_timeout<B>(request: &mut http::Request<B>, remaining: Durati
         request.headers_mut().insert(GRPC_TIMEOUT, value);
     }
 }
-
-/// The hook where trace context will be injected; a no-op until tracing lands.
-fn inject_trace_context<B>(_request: &mut http::Request<B>) {}
 
 fn deadline_exceeded(message: &str) -> Response {
     Status::deadline_exceeded(message.to_owned()).into_http()

@@ -3,9 +3,10 @@
 //! Only methods the builder was told are safe to repeat are retried, and only
 //! when the failure says the call did not take effect: a `grpc-status: 14`
 //! in the response headers (trailers-only error responses carry it there) or a
-//! transport error from the channel. Backoff is tower's
-//! [`ExponentialBackoffMaker`]; a retry whose backoff would end at or after the
-//! call's deadline is not attempted, so a retry never sleeps past the deadline.
+//! transport error from the channel. Backoff is gRFC A6's exponential backoff
+//! with full jitter ([`FullJitter`]); a retry whose backoff would end at or
+//! after the call's deadline is not attempted, so a retry never sleeps past the
+//! deadline.
 //!
 //! Request bodies are streams that can be read once, so a retryable (unary)
 //! call's body is buffered to [`Bytes`] and rebuilt for each attempt; calls to
@@ -20,9 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::retry::{Policy, Retry};
-use tower::util::rng::HasherRng;
+use tower::util::rng::{HasherRng, Rng as _};
 use tower::{Service, ServiceExt};
 
 use super::BoxError;
@@ -61,7 +61,7 @@ pub struct RetryService<S> {
     inner: S,
     retryable: Arc<HashSet<String>>,
     settings: RetrySettings,
-    backoff: ExponentialBackoffMaker,
+    backoff: FullJitter,
 }
 
 impl<S> std::fmt::Debug for RetryService<S> {
@@ -84,14 +84,11 @@ impl<S> RetryService<S> {
             settings.max_attempts >= 1,
             "max_attempts must be at least 1"
         );
-        // Jitter 1.0: each backoff is drawn from [base, 2·base], capped at the
-        // maximum, so synchronized callers spread out.
-        let backoff = ExponentialBackoffMaker::new(
-            settings.base_backoff,
-            settings.max_backoff,
-            1.0,
-            HasherRng::default(),
-        )?;
+        anyhow::ensure!(
+            settings.base_backoff <= settings.max_backoff,
+            "the first backoff must not exceed the largest"
+        );
+        let backoff = FullJitter::new(settings.base_backoff, settings.max_backoff);
         Ok(Self {
             inner,
             retryable: Arc::new(retryable),
@@ -126,7 +123,7 @@ where
         let inner = std::mem::replace(&mut self.inner, ready);
         let policy = RetryPolicy {
             retries_left: self.settings.max_attempts - 1,
-            backoff: self.backoff.make_backoff(),
+            backoff: self.backoff.clone(),
         };
         Box::pin(async move {
             let (parts, body) = request.into_parts();
@@ -140,11 +137,44 @@ where
     }
 }
 
+/// gRFC A6 backoff with full jitter: the n-th retry waits a uniformly random
+/// time in `[0, min(base · 2^(n-1), max)]`, so callers that failed together do
+/// not retry together.
+#[derive(Clone, Debug)]
+pub struct FullJitter {
+    base: Duration,
+    max: Duration,
+    retries: u32,
+    rng: HasherRng,
+}
+
+impl FullJitter {
+    /// Backoff for a call not yet retried.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            retries: 0,
+            rng: HasherRng::default(),
+        }
+    }
+
+    /// How long to wait before the next retry.
+    pub fn next_backoff(&mut self) -> Duration {
+        let cap = self
+            .base
+            .saturating_mul(2u32.saturating_pow(self.retries))
+            .min(self.max);
+        self.retries = self.retries.saturating_add(1);
+        cap.mul_f64(self.rng.next_f64())
+    }
+}
+
 /// One call's retry budget and backoff.
 #[derive(Clone, Debug)]
 struct RetryPolicy {
     retries_left: usize,
-    backoff: ExponentialBackoff,
+    backoff: FullJitter,
 }
 
 impl Policy<http::Request<Bytes>, Response, BoxError> for RetryPolicy {
@@ -158,8 +188,8 @@ impl Policy<http::Request<Bytes>, Response, BoxError> for RetryPolicy {
         if self.retries_left == 0 || !is_unavailable(result) {
             return None;
         }
-        let sleep = self.backoff.next_backoff();
-        let resume = sleep.deadline();
+        let resume = tokio::time::Instant::now() + self.backoff.next_backoff();
+        let sleep = tokio::time::sleep_until(resume);
         if let Some(CallDeadline(deadline)) = request.extensions().get::<CallDeadline>().copied() {
             if resume >= deadline {
                 return None;
@@ -207,17 +237,16 @@ mod tests {
 
     #[tokio::test]
     async fn no_retry_whose_backoff_ends_after_the_deadline() {
-        let settings = RetrySettings::default();
-        let maker = ExponentialBackoffMaker::new(
-            settings.base_backoff,
-            settings.max_backoff,
-            1.0,
-            HasherRng::default(),
-        )
-        .unwrap();
+        // A backoff drawn from [0, 1 s] against a 10 ms deadline; a clone of
+        // the backoff draws what the policy will, so a rare draw under 20 ms
+        // (which would legitimately retry) is replaced first.
+        let mut backoff = FullJitter::new(Duration::from_secs(1), Duration::from_secs(1));
+        while backoff.clone().next_backoff() < Duration::from_millis(20) {
+            backoff = FullJitter::new(Duration::from_secs(1), Duration::from_secs(1));
+        }
         let mut policy = RetryPolicy {
             retries_left: 5,
-            backoff: { maker }.make_backoff(),
+            backoff,
         };
         let mut request = http::Request::new(Bytes::new());
         request
@@ -225,5 +254,24 @@ mod tests {
             .insert(CallDeadline(Instant::now() + Duration::from_millis(10)));
         let mut result = Ok(tonic::Status::unavailable("down").into_http());
         assert!(policy.retry(&mut request, &mut result).is_none());
+    }
+
+    #[test]
+    fn backoff_has_full_jitter_and_doubles_up_to_the_max() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(350);
+        let mut third_retries = Vec::new();
+        for _ in 0..500 {
+            let mut backoff = FullJitter::new(base, max);
+            assert!(backoff.next_backoff() <= base);
+            assert!(backoff.next_backoff() <= base * 2);
+            third_retries.push(backoff.next_backoff());
+            // The fourth would be 800 ms; the max caps it.
+            assert!(backoff.next_backoff() <= max);
+        }
+        assert!(third_retries.iter().all(|sleep| *sleep <= base * 4));
+        // Full jitter: draws fall anywhere from 0, not only in [cap/2, cap].
+        assert!(third_retries.iter().any(|sleep| *sleep < base));
+        assert!(third_retries.iter().any(|sleep| *sleep > base * 3));
     }
 }

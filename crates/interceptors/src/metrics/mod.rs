@@ -22,7 +22,7 @@ use std::sync::Arc;
 use prometheus_client::registry::Registry;
 
 pub use endpoint::{CONTENT_TYPE, serve_metrics};
-pub use layer::{ClientMetricsLayer, MetricsFuture, MetricsLayer, MetricsService};
+pub use layer::{ClientMetricsLayer, MetricsLayer, MetricsService};
 pub use methods::{MethodInfo, MethodType};
 
 use crate::db::Database;

@@ -299,8 +299,13 @@ async fn retries_stop_at_the_deadline() {
         elapsed <= deadline + Duration::from_millis(150),
         "{elapsed:?}"
     );
+    // Full jitter draws each backoff from [0, 50 ms] (25 ms on average): about
+    // a dozen attempts fit in 300 ms; the deadline, not max_attempts, stops them.
     let calls = server.calls();
-    assert!((2..=7).contains(&calls), "{calls} attempts in {deadline:?}");
+    assert!(
+        (2..=100).contains(&calls),
+        "{calls} attempts in {deadline:?}"
+    );
 }
 
 #[tokio::test]

@@ -7,3 +7,5 @@ mod limits;
 mod metrics;
 mod probe;
 mod shutdown;
+mod tls;
+mod trace;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agora_interceptors::auth::{Access, KeySet, Principal, Role, ServicePolicy, TokenVerifier};
+use agora_interceptors::client::DownstreamChannel;
 use agora_interceptors::{ServeArgs, ServiceHost};
 use agora_proto::user::v1 as pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
@@ -36,6 +37,9 @@ pub struct ProbeState {
     pub entered: AtomicUsize,
     /// Blocks `GetUser{user_id: "block"}` until the test adds permits.
     pub gate: Arc<Semaphore>,
+    /// Where `GetUser{user_id: "relay"}` forwards to (as GetUser "leaf"),
+    /// with the token it sends there.
+    pub relay: std::sync::OnceLock<(UserServiceClient<DownstreamChannel>, String)>,
 }
 
 impl Default for ProbeState {
@@ -43,6 +47,7 @@ impl Default for ProbeState {
         Self {
             entered: AtomicUsize::new(0),
             gate: Arc::new(Semaphore::new(0)),
+            relay: std::sync::OnceLock::new(),
         }
     }
 }
@@ -74,6 +79,16 @@ impl UserService for Probe {
             "panic" => panic!("probe asked to panic"),
             "block" => {
                 let _permit = self.state.gate.acquire().await.expect("gate open");
+            }
+            "relay" => {
+                let (client, token) = self.state.relay.get().expect("a relay target");
+                let leaf = pb::GetUserRequest {
+                    user_id: "leaf".into(),
+                };
+                return client
+                    .clone()
+                    .get_user(agora_testkit::with_token(leaf, token))
+                    .await;
             }
             _ => {}
         }
@@ -148,6 +163,7 @@ impl ProbeApp {
             key_set.merge(&extra).unwrap();
         }
         let verifier = TokenVerifier::new(key_set, &keys.settings);
+        let settings_tls = settings.tls.tls_cert_file.is_some();
         let state = Arc::new(ProbeState::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -158,10 +174,14 @@ impl ProbeApp {
             }),
             &PROBE_POLICY,
         );
+        let tls = settings_tls;
         let task = tokio::spawn(host.serve(listener, async {
             let _ = stopped.await;
         }));
-        agora_testkit::wait_until_serving(agora_testkit::channel(addr), "").await;
+        // A TLS host is polled by its test, which holds the client certificates.
+        if !tls {
+            agora_testkit::wait_until_serving(agora_testkit::channel(addr), "").await;
+        }
         Self {
             addr,
             keys,

@@ -1,0 +1,178 @@
+//! The tower layers that open a span per call: [`TraceLayer`] around a
+//! server's routes, [`ClientTraceLayer`] around a channel to a downstream.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use opentelemetry::context::{FutureExt as _, WithContext};
+use opentelemetry::global::BoxedTracer;
+use tonic::Code;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use super::propagation;
+use super::span::RpcSpan;
+use crate::observe::ObservedFuture;
+
+/// Opens a SERVER span for every call, continuing the caller's trace.
+#[derive(Clone)]
+pub struct TraceLayer {
+    tracer: Arc<BoxedTracer>,
+}
+
+impl std::fmt::Debug for TraceLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceLayer").finish_non_exhaustive()
+    }
+}
+
+impl TraceLayer {
+    /// A layer using the global tracer provider as it is now: install the
+    /// provider ([`crate::telemetry::init`]) before building servers.
+    pub fn new() -> Self {
+        Self {
+            tracer: Arc::new(super::tracer()),
+        }
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            tracer: self.tracer.clone(),
+        }
+    }
+}
+
+/// The service [`TraceLayer`] wraps.
+#[derive(Clone)]
+pub struct TraceService<S> {
+    inner: S,
+    tracer: Arc<BoxedTracer>,
+}
+
+impl<S> std::fmt::Debug for TraceService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TraceService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for TraceService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ObservedFuture<WithContext<S::Future>, RpcSpan>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let parent = propagation::extract(request.headers());
+        let span = RpcSpan::server(&*self.tracer, request.uri().path(), &parent);
+        let context = span.context().clone();
+        // Current while the handler runs, so downstream calls continue the
+        // trace and log lines name it (`crate::log_ids`).
+        let future = {
+            let _current = context.clone().attach();
+            self.inner.call(request)
+        };
+        ObservedFuture::new(
+            future.with_context(context),
+            span,
+            // A server's own stack failing is none of the caller's doing.
+            Code::Unknown,
+        )
+    }
+}
+
+/// Opens a CLIENT span for every call made, child of the current context, and
+/// sends it downstream as `traceparent`.
+#[derive(Clone)]
+pub struct ClientTraceLayer {
+    tracer: Arc<BoxedTracer>,
+}
+
+impl std::fmt::Debug for ClientTraceLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTraceLayer").finish_non_exhaustive()
+    }
+}
+
+impl ClientTraceLayer {
+    /// A layer using the global tracer provider as it is now.
+    pub fn new() -> Self {
+        Self {
+            tracer: Arc::new(super::tracer()),
+        }
+    }
+}
+
+impl Default for ClientTraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for ClientTraceLayer {
+    type Service = ClientTraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTraceService {
+            inner,
+            tracer: self.tracer.clone(),
+        }
+    }
+}
+
+/// The service [`ClientTraceLayer`] wraps.
+#[derive(Clone)]
+pub struct ClientTraceService<S> {
+    inner: S,
+    tracer: Arc<BoxedTracer>,
+}
+
+impl<S> std::fmt::Debug for ClientTraceService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTraceService").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for ClientTraceService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ObservedFuture<S::Future, RpcSpan>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let span = RpcSpan::client(
+            &*self.tracer,
+            request.uri().path(),
+            &opentelemetry::Context::current(),
+        );
+        propagation::inject(span.context(), request.headers_mut());
+        ObservedFuture::new(
+            self.inner.call(request),
+            span,
+            // The channel failing means the downstream could not be reached.
+            Code::Unavailable,
+        )
+    }
+}
