@@ -1,0 +1,100 @@
+//! Settings of the inventory service. Every field is a flag and an environment
+//! variable; `agora-inventory --help` lists them with these comments.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agora_interceptors::ServeArgs;
+
+/// The inventory service: catalogue, stock and reservations.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "agora-inventory", version, about)]
+pub struct InventoryConfig {
+    /// Address the gRPC server listens on.
+    #[arg(
+        long,
+        env = "AGORA_INVENTORY_LISTEN",
+        default_value = "127.0.0.1:50054"
+    )]
+    pub listen: SocketAddr,
+
+    /// The inventory database: `sqlite://path?mode=rwc` (embedded, the
+    /// default) or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/inventory.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    /// Most database connections held open.
+    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// How long a reservation is held when ReserveStock gives no ttl (e.g.
+    /// "15m"). Capped at the maximum below.
+    #[arg(long, env = "AGORA_RESERVATION_DEFAULT_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub reservation_default_ttl: Duration,
+
+    /// Longest ttl a ReserveStock may ask for (e.g. "24h"); longer requests
+    /// are refused with INVALID_ARGUMENT.
+    #[arg(long, env = "AGORA_RESERVATION_MAX_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub reservation_max_ttl: Duration,
+
+    /// How often expired HELD reservations are looked for and their stock
+    /// given back (e.g. "5s"). A hold is released at most this long after it
+    /// expires; committing it fails from the moment it expires.
+    #[arg(long, env = "AGORA_RESERVATION_SWEEP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reservation_sweep_interval: Duration,
+
+    /// Add a small demo catalogue (SKU-MUG, SKU-TEE, …, with stock) at start,
+    /// unless it is already there. For trying things out, not production.
+    /// The variable takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "AGORA_SEED_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
+    pub seed_demo: bool,
+
+    /// Apply the database migrations, then exit (for a deployment's migration job).
+    #[arg(long)]
+    pub migrate_only: bool,
+
+    /// Settings shared by every Agora service.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl InventoryConfig {
+    /// The defaults, as if no flag or variable were given: for tests and the
+    /// suite launcher, which set fields directly instead of touching the
+    /// environment.
+    pub fn defaults() -> Self {
+        <Self as clap::Parser>::parse_from(["agora-inventory"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_default() {
+        let config = InventoryConfig::try_parse_from(["agora-inventory"]).unwrap();
+        assert_eq!(config.listen.port(), 50054);
+        assert_eq!(config.reservation_default_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(config.reservation_max_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(config.reservation_sweep_interval, Duration::from_secs(5));
+        let config = InventoryConfig::try_parse_from([
+            "agora-inventory",
+            "--seed-demo",
+            "--reservation-sweep-interval",
+            "250ms",
+        ])
+        .unwrap();
+        assert!(config.seed_demo);
+        assert_eq!(
+            config.reservation_sweep_interval,
+            Duration::from_millis(250)
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! The `reservations` and `reservation_lines` tables, and the stock they
+//! move. Every operation is one transaction that locks the reservation row
+//! first and product rows after it in sku order (see the parent module).
+
+use agora_interceptors::api::time::now_micros;
+use agora_interceptors::db::Database;
+use sqlx::{Any, Row, Transaction};
+
+use super::{begin_write, load_lines, load_reservation, retrying};
+use crate::domain::{
+    Currency, OrderId, RequestedLines, Reservation, ReservationState, ReservedLine, Ttl,
+};
+use crate::error::{InventoryError, Shortage};
+
+/// How many expired reservations one sweep pass reads at a time.
+const SWEEP_BATCH: i64 = 100;
+
+/// Reserves, commits, releases and expires stock for orders.
+#[derive(Clone, Debug)]
+pub struct Reservations {
+    db: Database,
+}
+
+impl Reservations {
+    /// Reservations over `db`, whose migrations have been applied.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Holds `lines` for `order_id`, all or nothing, at the catalogue's
+    /// current prices. A repeat with the same lines returns the existing
+    /// reservation as it now is; with other lines, RESERVATION_MISMATCH.
+    pub async fn reserve(
+        &self,
+        order_id: OrderId,
+        lines: &RequestedLines,
+        ttl: Ttl,
+    ) -> Result<Reservation, InventoryError> {
+        retrying("ReserveStock", || self.try_reserve(order_id, lines, ttl)).await
+    }
+
+    async fn try_reserve(
+        &self,
+        order_id: OrderId,
+        lines: &RequestedLines,
+        ttl: Ttl,
+    ) -> Result<Reservation, InventoryError> {
+        let now = now_micros();
+        let expires_at = now.saturating_add(ttl.as_micros());
+        let mut tx = begin_write(&self.db).await?;
+
+        // Claim the order id. A concurrent ReserveStock for the same order
+        // waits here (PostgreSQL: on the key; SQLite: on the write lock) and
+        // then sees this one's outcome.
+        let claimed = sqlx::query(
+            "INSERT INTO reservations \
+               (order_id, state, currency_code, total_minor, expires_at, created_at, updated_at) \
+             VALUES ($1, 'HELD', '', 0, $2, $3, $3) ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order_id.to_string())
+        .bind(expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            let existing = load_reservation(&mut tx, order_id).await?;
+            tx.rollback().await?;
+            let existing = existing.ok_or_else(|| {
+                InventoryError::Internal(anyhow::anyhow!(
+                    "reservation {order_id} conflicted but cannot be read"
+                ))
+            })?;
+            return if lines.matches(&existing.lines) {
+                Ok(existing)
+            } else {
+                Err(InventoryError::ReservationMismatch(order_id))
+            };
+        }
+
+        // Take each line's units with one conditional update, in sku order.
+        // Every line is tried, so a refusal names every short sku at once.
+        let mut reserved = Vec::new();
+        let mut currencies = Vec::new();
+        let mut unknown = Vec::new();
+        let mut short = Vec::new();
+        for (sku, quantity) in lines.iter() {
+            let taken = sqlx::query(
+                "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
+                 WHERE sku = $3 AND on_hand - reserved >= $1 \
+                 RETURNING price_minor, currency_code",
+            )
+            .bind(quantity.get())
+            .bind(now)
+            .bind(sku.as_str().to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = taken {
+                let currency: String = row.try_get("currency_code")?;
+                currencies.push(currency);
+                reserved.push(ReservedLine {
+                    sku: sku.clone(),
+                    quantity,
+                    unit_price_minor: row.try_get("price_minor")?,
+                });
+                continue;
+            }
+            let stock = sqlx::query("SELECT on_hand, reserved FROM products WHERE sku = $1")
+                .bind(sku.as_str().to_owned())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match stock {
+                None => unknown.push(sku.clone()),
+                Some(row) => short.push(Shortage {
+                    sku: sku.clone(),
+                    requested: quantity.get(),
+                    available: row.try_get::<i64, _>("on_hand")?
+                        - row.try_get::<i64, _>("reserved")?,
+                }),
+            }
+        }
+        if !unknown.is_empty() {
+            tx.rollback().await?;
+            return Err(InventoryError::ProductNotFound(unknown));
+        }
+        if !short.is_empty() {
+            tx.rollback().await?;
+            return Err(InventoryError::InsufficientStock(short));
+        }
+        currencies.sort_unstable();
+        currencies.dedup();
+        let [currency] = currencies.as_slice() else {
+            tx.rollback().await?;
+            return Err(InventoryError::CurrencyMismatch);
+        };
+        let currency = Currency::parse(currency).map_err(|_| {
+            InventoryError::Internal(anyhow::anyhow!("stored currency {currency:?}"))
+        })?;
+
+        // Prices are at most 10^12 and a reservation at most 100 × 10 000
+        // units, so the total cannot overflow (see `Price::MAX_MINOR`).
+        let total_minor = reserved
+            .iter()
+            .map(|line| line.quantity.get() * line.unit_price_minor)
+            .sum();
+        for line in &reserved {
+            sqlx::query(
+                "INSERT INTO reservation_lines (order_id, sku, quantity, unit_price_minor) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(order_id.to_string())
+            .bind(line.sku.as_str().to_owned())
+            .bind(line.quantity.get())
+            .bind(line.unit_price_minor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE reservations SET currency_code = $1, total_minor = $2 WHERE order_id = $3",
+        )
+        .bind(currency.code())
+        .bind(total_minor)
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Reservation {
+            order_id,
+            state: ReservationState::Held,
+            lines: reserved,
+            currency,
+            total_minor,
+            expires_at,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Turns a HELD reservation into a sale. Idempotent for COMMITTED ones;
+    /// RELEASED, EXPIRED and past-expiry HELD ones cannot be committed.
+    pub async fn commit(&self, order_id: OrderId) -> Result<Reservation, InventoryError> {
+        retrying("CommitReservation", || self.try_commit(order_id)).await
+    }
+
+    async fn try_commit(&self, order_id: OrderId) -> Result<Reservation, InventoryError> {
+        let now = now_micros();
+        let mut tx = begin_write(&self.db).await?;
+        let committed = sqlx::query(
+            "UPDATE reservations SET state = 'COMMITTED', updated_at = $1 \
+             WHERE order_id = $2 AND state = 'HELD' AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if committed == 1 {
+            // The sold units leave both counts; `reserved` covered them, so
+            // the invariant holds line by line.
+            move_stock(&mut tx, order_id, now, Movement::Sell).await?;
+            let reservation = load_reservation(&mut tx, order_id).await?;
+            tx.commit().await?;
+            return reservation.ok_or(InventoryError::ReservationNotFound(order_id));
+        }
+
+        let Some(reservation) = load_reservation(&mut tx, order_id).await? else {
+            tx.rollback().await?;
+            return Err(InventoryError::ReservationNotFound(order_id));
+        };
+        match reservation.state {
+            ReservationState::Committed => {
+                tx.rollback().await?;
+                Ok(reservation)
+            }
+            ReservationState::Released | ReservationState::Expired => {
+                tx.rollback().await?;
+                Err(InventoryError::NotCommittable {
+                    order_id,
+                    state: reservation.state,
+                })
+            }
+            ReservationState::Held => {
+                // Past its expiry but not swept yet: expire it now, so the
+                // answer and the stock agree with what the sweeper would do.
+                let expired = expire_in(&mut tx, order_id, now).await?;
+                tx.commit().await?;
+                if expired {
+                    tracing::info!(%order_id, "reservation expired at commit");
+                }
+                Err(InventoryError::NotCommittable {
+                    order_id,
+                    state: ReservationState::Expired,
+                })
+            }
+        }
+    }
+
+    /// Gives a reservation's stock back once: HELD units to available,
+    /// COMMITTED units back on hand. RELEASED and EXPIRED ones are returned
+    /// as they are.
+    pub async fn release(&self, order_id: OrderId) -> Result<Reservation, InventoryError> {
+        retrying("ReleaseReservation", || self.try_release(order_id)).await
+    }
+
+    async fn try_release(&self, order_id: OrderId) -> Result<Reservation, InventoryError> {
+        let now = now_micros();
+        let mut tx = begin_write(&self.db).await?;
+        // Two conditional transitions, each from one state, tell which stock
+        // to move without reading the state first.
+        for (from, movement) in [
+            (ReservationState::Held, Movement::Unhold),
+            (ReservationState::Committed, Movement::Restock),
+        ] {
+            let released = sqlx::query(
+                "UPDATE reservations SET state = 'RELEASED', updated_at = $1 \
+                 WHERE order_id = $2 AND state = $3",
+            )
+            .bind(now)
+            .bind(order_id.to_string())
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if released == 1 {
+                move_stock(&mut tx, order_id, now, movement).await?;
+                break;
+            }
+        }
+        let reservation = load_reservation(&mut tx, order_id).await?;
+        tx.commit().await?;
+        reservation.ok_or(InventoryError::ReservationNotFound(order_id))
+    }
+
+    /// The reservation of `order_id`, if any.
+    pub async fn get(&self, order_id: OrderId) -> Result<Option<Reservation>, InventoryError> {
+        let mut conn = self.db.pool().acquire().await?;
+        load_reservation(&mut conn, order_id).await
+    }
+
+    /// Expires every HELD reservation whose expiry has passed and gives its
+    /// units back; returns how many it expired. Safe to run from several
+    /// processes at once: each reservation expires exactly once.
+    pub async fn expire_due(&self) -> Result<u64, InventoryError> {
+        let mut expired = 0;
+        loop {
+            let now = now_micros();
+            let due = sqlx::query(
+                "SELECT order_id FROM reservations \
+                 WHERE state = 'HELD' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+            )
+            .bind(now)
+            .bind(SWEEP_BATCH)
+            .fetch_all(self.db.pool())
+            .await?;
+            for row in &due {
+                let id: String = row.try_get("order_id")?;
+                let order_id = OrderId::parse(&id).map_err(|_| {
+                    InventoryError::Internal(anyhow::anyhow!("stored order id {id:?}"))
+                })?;
+                // The list above is only a hint; the transition re-checks.
+                let done = retrying("expiring a reservation", move || async move {
+                    let mut tx = begin_write(&self.db).await?;
+                    let done = expire_in(&mut tx, order_id, now).await?;
+                    tx.commit().await?;
+                    Ok(done)
+                })
+                .await?;
+                if done {
+                    tracing::info!(%order_id, "reservation expired; stock released");
+                    expired += 1;
+                }
+            }
+            if (due.len() as i64) < SWEEP_BATCH {
+                return Ok(expired);
+            }
+        }
+    }
+}
+
+/// Moves a HELD reservation past `now` to EXPIRED and unholds its units, in
+/// `tx`. False when it was not HELD or not yet due (someone else acted).
+async fn expire_in(
+    tx: &mut Transaction<'static, Any>,
+    order_id: OrderId,
+    now: i64,
+) -> Result<bool, InventoryError> {
+    let expired = sqlx::query(
+        "UPDATE reservations SET state = 'EXPIRED', updated_at = $1 \
+         WHERE order_id = $2 AND state = 'HELD' AND expires_at <= $1",
+    )
+    .bind(now)
+    .bind(order_id.to_string())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if expired == 1 {
+        move_stock(tx, order_id, now, Movement::Unhold).await?;
+    }
+    Ok(expired == 1)
+}
+
+/// What a reservation's state change does to its products' counts.
+#[derive(Clone, Copy, Debug)]
+enum Movement {
+    /// HELD → COMMITTED: the units are sold (`on_hand` and `reserved` drop).
+    Sell,
+    /// HELD → RELEASED or EXPIRED: the units become available again.
+    Unhold,
+    /// COMMITTED → RELEASED: the sold units come back on hand.
+    Restock,
+}
+
+/// Applies `movement` for every line of `order_id`, in sku order.
+async fn move_stock(
+    tx: &mut Transaction<'static, Any>,
+    order_id: OrderId,
+    now: i64,
+    movement: Movement,
+) -> Result<(), InventoryError> {
+    let statement = match movement {
+        Movement::Sell => {
+            "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1, \
+             updated_at = $2 WHERE sku = $3"
+        }
+        Movement::Unhold => {
+            "UPDATE products SET reserved = reserved - $1, updated_at = $2 WHERE sku = $3"
+        }
+        Movement::Restock => {
+            "UPDATE products SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3"
+        }
+    };
+    for line in load_lines(tx, order_id).await? {
+        let moved = sqlx::query(statement)
+            .bind(line.quantity.get())
+            .bind(now)
+            .bind(line.sku.as_str().to_owned())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            return Err(InventoryError::Internal(anyhow::anyhow!(
+                "product {} of reservation {order_id} is missing",
+                line.sku
+            )));
+        }
+    }
+    Ok(())
+}

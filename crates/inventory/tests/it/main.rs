@@ -1,0 +1,11 @@
+//! The inventory service's integration tests: one binary, every scenario over
+//! a real gRPC connection to a server on an ephemeral port, against SQLite and
+//! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
+
+mod catalog;
+mod expiry;
+mod race;
+mod reservations;
+mod serving;
+mod stock;
+mod support;
