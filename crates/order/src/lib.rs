@@ -1,0 +1,198 @@
+//! Agora's order context: orders and the PlaceOrder saga.
+//!
+//! PlaceOrder records the order PENDING, then a durable, orchestrated saga
+//! reserves stock (inventory), charges the total (payment), commits the
+//! reservation and confirms the order; any failure compensates (refund,
+//! release) and leaves the order FAILED with a reason. Every step is recorded
+//! before and after it runs, so a restarted service resumes or compensates
+//! every unfinished saga.
+//!
+//! - [`domain`]: parsed value types (ids, skus, quantities, carts, tokens).
+//! - [`store`]: the `orders`, `order_lines` and `saga_steps` tables, and the
+//!   per-order lease that serialises runners, recovery and cancellation.
+//! - [`saga`]: the state machine, its step log, runners and recovery loop.
+//! - [`downstream`]: calls to user, inventory and payment through the shared
+//!   calling stack, with this service's own `service`-role credentials.
+//! - [`grpc`]: the `agora.order.v1.OrderService` adapter and its access policy.
+//! - [`config`]: flags and environment variables.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod downstream;
+pub mod error;
+pub mod grpc;
+pub mod saga;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use agora_interceptors::ServiceHost;
+use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
+use agora_interceptors::client::ServiceTokens;
+use agora_interceptors::db::{Database, PoolSettings};
+use agora_proto::order::v1::order_service_server::OrderServiceServer;
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+
+pub use config::OrderConfig;
+pub use saga::{FaultHook, FaultPoint};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/order/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/order/postgres");
+
+/// The subject of the order service's service tokens.
+pub const SERVICE_SUBJECT: &str = "agora-order";
+
+/// The keys the order service works with.
+#[derive(Clone, Debug)]
+pub struct OrderKeys {
+    /// Public keys accepted on incoming calls (the user service's key, for
+    /// customers' and admins' tokens).
+    pub verifying: KeySet,
+    /// The order service's own key: it signs the `service`-role tokens sent
+    /// to user, inventory and payment, which trust its public half
+    /// ([`SigningKey::public_jwk`]) through their JWKS.
+    pub service: SigningKey,
+}
+
+impl OrderKeys {
+    /// Loads the keys named in `config`; without a service key file, makes an
+    /// ephemeral one (and says so), which only in-process callers that are
+    /// handed its public key will trust.
+    pub fn load(config: &OrderConfig) -> anyhow::Result<Self> {
+        let service = match &config.service_signing_key_file {
+            Some(path) => SigningKey::from_file(config.service_signing_key_id.clone(), path)?,
+            None => {
+                tracing::warn!(
+                    "no AGORA_SERVICE_SIGNING_KEY_FILE: signing service tokens with a random key \
+                     that dies with this process; user, inventory and payment will refuse them \
+                     unless their JWKS lists its public key"
+                );
+                SigningKey::generate(config.service_signing_key_id.clone())?
+            }
+        };
+        Ok(Self {
+            verifying: config.serve.key_set()?,
+            service,
+        })
+    }
+}
+
+/// Extra wiring for tests: a fault hook that stops saga runners abruptly.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Called at every [`FaultPoint`]; true stops the runner there as a crash
+    /// would.
+    pub fault: Option<FaultHook>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("fault", &self.fault.is_some())
+            .finish()
+    }
+}
+
+/// Connects to the database and applies pending migrations.
+pub async fn open_database(config: &OrderConfig) -> anyhow::Result<Database> {
+    let settings = PoolSettings {
+        max_connections: config.db_max_connections,
+        ..PoolSettings::default()
+    };
+    let database = Database::connect(&config.database_url, &settings).await?;
+    database
+        .migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS)
+        .await?;
+    Ok(database)
+}
+
+/// Serves the order service on `listener` until `shutdown` resolves, resuming
+/// unfinished sagas at start-up and periodically.
+pub async fn serve(
+    config: OrderConfig,
+    keys: OrderKeys,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_with(config, keys, ServeOptions::default(), listener, shutdown).await
+}
+
+/// [`serve`] with test wiring.
+pub async fn serve_with(
+    config: OrderConfig,
+    keys: OrderKeys,
+    options: ServeOptions,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let database = open_database(&config).await?;
+    let token_settings = config.serve.token_settings();
+    let verifier = TokenVerifier::new(keys.verifying, &token_settings);
+    let credentials = Arc::new(
+        ServiceTokens::new(
+            &keys.service,
+            token_settings,
+            SERVICE_SUBJECT,
+            config.service_token_ttl,
+        )
+        .context("service token settings")?,
+    );
+
+    let metrics_listener = match config.serve.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
+        ),
+        None => None,
+    };
+    let host = ServiceHost::new(config.serve.clone(), verifier);
+    let downstreams = downstream::Downstreams::connect(
+        &config.downstream_settings()?,
+        credentials,
+        &host.grpc_metrics(),
+    )?;
+    let store = store::OrderStore::new(database.clone());
+    let saga = saga::Saga::new(
+        store.clone(),
+        downstreams.clone(),
+        config.saga_settings(),
+        options.fault,
+    );
+    let api = grpc::OrderApi::new(
+        store,
+        saga.clone(),
+        downstreams,
+        config.check_account,
+        config.watch_poll_interval,
+    );
+    let mut host = host
+        .add_service(
+            OrderServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
+            &grpc::POLICY,
+        )
+        .readiness(database.clone());
+    if let Some(listener) = metrics_listener {
+        host = host.metrics(listener);
+    }
+
+    saga.start_recovery();
+    // When shutdown begins, runners pause at their next step boundary (their
+    // orders resume from the database later) and WatchOrder streams end, so
+    // the drain is short.
+    let stopping = {
+        let saga = saga.clone();
+        async move {
+            shutdown.await;
+            saga.begin_shutdown();
+        }
+    };
+    let result = host.serve(listener, stopping).await;
+    saga.shutdown(config.serve.shutdown_grace).await;
+    database.close().await;
+    result
+}

@@ -1,0 +1,291 @@
+//! The PlaceOrder saga: an orchestrated, durable, idempotent state machine.
+//!
+//! ```text
+//!   reserve ──▶ charge ──▶ commit ──▶ done (CONFIRMED)
+//!      │           │          │
+//!      └───────────┴──────────┴──▶ release? ──▶ refund? ──▶ done (FAILED)
+//!   CONFIRMED ──CancelOrder──▶ CANCELLING: release ──▶ refund ──▶ done (CANCELLED)
+//! ```
+//!
+//! A step is undone only if the log says it may have taken effect
+//! ([`log::StepLog::may_have_applied`]). A refund that finds the payment still
+//! PENDING at the provider keeps looking (the payment may yet be captured);
+//! after the retry budget the order is shown FAILED while that settlement
+//! goes on in the background.
+//!
+//! - [`log`]: phases, steps and the step log that compensation reads.
+//! - [`runner`]: drives one order, one recorded try at a time.
+//! - [`Saga`] (here): starts runners, holds the recovery loop, stops cleanly.
+//!
+//! **Durability.** The order and its saga state are recorded before any
+//! remote call; each try of a step is recorded as STARTED before its call and
+//! with its outcome after, each in its own transaction, before anything else
+//! happens. A runner can therefore stop anywhere (crash, lost lease,
+//! shutdown) and any process resumes the order from the database.
+//!
+//! **Recovery.** At start-up and every `recovery_interval`, orders with work
+//! left whose lease is free or expired are leased and resumed, forward or
+//! compensating, from their phase.
+
+pub mod log;
+pub mod runner;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_interceptors::api::time::now_micros;
+use agora_interceptors::client::CallContext;
+use opentelemetry::context::FutureExt as _;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::domain::OrderId;
+use crate::downstream::Downstreams;
+use crate::store::OrderStore;
+use log::StepKind;
+
+/// How the saga retries, leases and recovers.
+#[derive(Clone, Debug)]
+pub struct SagaSettings {
+    /// Tries of a forward step (reserve, charge, commit) before the saga
+    /// gives up on it and compensates.
+    pub step_attempts: u32,
+    /// First backoff between tries; doubles each try.
+    pub retry_base: Duration,
+    /// Largest backoff between tries of a forward step.
+    pub retry_max: Duration,
+    /// Largest backoff between tries of a compensation step (those are
+    /// retried until they succeed: money and stock must be given back).
+    pub compensation_retry_max: Duration,
+    /// Longest one remote call may take.
+    pub attempt_timeout: Duration,
+    /// How long a runner's lease on an order lasts past its next planned
+    /// action; a runner silent for longer is presumed dead.
+    pub lease_ttl: Duration,
+    /// How often orphaned sagas are looked for.
+    pub recovery_interval: Duration,
+}
+
+/// Where a runner may be stopped abruptly, for crash tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultPoint {
+    /// The order is recorded; no step has been tried.
+    Recorded,
+    /// A try of the step is recorded STARTED; its call has not been made.
+    BeforeCall(StepKind),
+    /// The step's call has answered; the answer is not recorded.
+    AfterCall(StepKind),
+}
+
+/// A test hook: answering true at a [`FaultPoint`] stops the runner there
+/// without writing anything more, as a crash would (its lease stays until it
+/// expires).
+pub type FaultHook = Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
+/// Starts and supervises saga runners. Cheap to clone.
+#[derive(Clone)]
+pub struct Saga {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Saga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saga")
+            .field("instance", &self.inner.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: OrderStore,
+    pub(crate) downstreams: Downstreams,
+    pub(crate) settings: SagaSettings,
+    pub(crate) fault: Option<FaultHook>,
+    /// This process's name in lease owners, for operators reading the table.
+    instance: String,
+    /// Orders a runner of this process is driving.
+    running: Mutex<HashSet<OrderId>>,
+    tasks: TaskTracker,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Saga {
+    /// A saga engine over `store`, calling `downstreams`.
+    pub fn new(
+        store: OrderStore,
+        downstreams: Downstreams,
+        settings: SagaSettings,
+        fault: Option<FaultHook>,
+    ) -> Self {
+        let instance = format!("order-{}", uuid::Uuid::now_v7().simple());
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                downstreams,
+                settings,
+                fault,
+                instance,
+                running: Mutex::new(HashSet::new()),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// A fresh lease owner: this process plus a nonce, so two runners of one
+    /// process never share a lease.
+    pub fn new_lease_owner(&self) -> String {
+        format!("{}/{}", self.inner.instance, uuid::Uuid::now_v7().simple())
+    }
+
+    /// When a lease taken now for a runner's first action ends.
+    pub fn first_lease_until(&self) -> i64 {
+        let settings = &self.inner.settings;
+        now_micros() + (settings.attempt_timeout + settings.lease_ttl).as_micros() as i64
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.inner.stop.cancelled()
+    }
+
+    /// Runs the saga of `order`, whose lease `owner` holds, on its own task
+    /// (it outlives the call that started it). The receiver resolves when the
+    /// runner stops, for whatever reason. `None` when this process already
+    /// drives the order or is shutting down.
+    pub fn drive(&self, order: OrderId, owner: String) -> Option<oneshot::Receiver<()>> {
+        if self.is_stopping() {
+            return None;
+        }
+        {
+            let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(order) {
+                return None;
+            }
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        // The saga's downstream calls carry the starting call's request id
+        // (and trace), but never its deadline: the saga outlives the call.
+        let context = CallContext {
+            deadline: tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600),
+            request_id: agora_interceptors::client::current_request_id()
+                .unwrap_or_else(agora_interceptors::client::new_request_id),
+        };
+        let span = tracing::info_span!("saga", order_id = %order);
+        // The trace of the call that started the saga (PlaceOrder, CancelOrder)
+        // goes on into every downstream call the saga makes, so one order is
+        // one trace across order, inventory and payment.
+        let trace = opentelemetry::Context::current();
+        self.inner.tasks.spawn(
+            context
+                .scope(async move {
+                    let _done = done_tx;
+                    let _running = RunningGuard {
+                        inner: inner.clone(),
+                        order,
+                    };
+                    runner::run(inner, order, owner).await;
+                })
+                .instrument(span)
+                .with_context(trace),
+        );
+        Some(done_rx)
+    }
+
+    /// Starts the recovery loop: now, then every `recovery_interval`, lease
+    /// and resume every orphaned saga.
+    pub fn start_recovery(&self) {
+        let saga = self.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                if let Err(error) = saga.recover_once().await {
+                    tracing::warn!(%error, "saga recovery pass failed; retrying later");
+                }
+                tokio::select! {
+                    () = saga.inner.stop.cancelled() => return,
+                    () = tokio::time::sleep(saga.inner.settings.recovery_interval) => {}
+                }
+            }
+        });
+    }
+
+    /// One recovery pass. Returns how many sagas it resumed.
+    pub async fn recover_once(&self) -> Result<usize, crate::error::OrderError> {
+        let mut resumed = 0;
+        for order in self.inner.store.orphaned(100).await? {
+            if self.is_stopping() {
+                break;
+            }
+            let local = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&order);
+            if local {
+                continue;
+            }
+            let owner = self.new_lease_owner();
+            if self
+                .inner
+                .store
+                .acquire_lease(order, &owner, self.first_lease_until())
+                .await?
+            {
+                tracing::info!(order_id = %order, "resuming saga");
+                if self.drive(order, owner.clone()).is_some() {
+                    resumed += 1;
+                } else {
+                    self.inner.store.release_lease(order, &owner).await?;
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Begins shutdown: the recovery loop stops, runners pause at their next
+    /// step boundary, watchers are told. Does not wait.
+    pub fn begin_shutdown(&self) {
+        self.inner.stop.cancel();
+    }
+
+    /// Stops the recovery loop and every runner at its next step boundary
+    /// (each gives its lease up), waiting up to `grace`. Runners still busy
+    /// after that are left to die with the process: their leases expire and
+    /// another process resumes their orders.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "saga runners still busy after the grace period");
+        }
+    }
+}
+
+/// Removes an order from the running set when its runner ends.
+struct RunningGuard {
+    inner: Arc<Inner>,
+    order: OrderId,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.order);
+    }
+}

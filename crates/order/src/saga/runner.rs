@@ -1,0 +1,458 @@
+//! Drives one order's saga: read the order, make one recorded try of the step
+//! its phase names, write the outcome (and the next phase) in one transaction,
+//! repeat until the phase is `done`.
+//!
+//! Forward steps (reserve, charge, commit) have a budget of tries; a business
+//! failure, or a spent budget, starts compensation. Compensation steps
+//! (release, then refund) are retried until they succeed, with a capped
+//! backoff: giving stock and money back is not optional.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::OrderState;
+use crate::downstream::Failure;
+use crate::error::OrderError;
+use crate::store::{NewStep, OrderRecord, Transition};
+
+use super::log::{Effect, Phase, StepKind, StepLog, StepStatus};
+use super::{FaultPoint, Inner};
+
+/// Why a runner stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    /// The saga is done.
+    Done,
+    /// Shutdown: the lease was given up.
+    Stopped,
+    /// Another runner holds the order now.
+    LeaseLost,
+    /// A fault point fired: stop as a crash would.
+    Crashed,
+}
+
+/// What to do after one try.
+enum Flow {
+    Continue,
+    Backoff(Duration),
+    Exit(Exit),
+}
+
+/// Runs `order`'s saga under `owner`'s lease until it stops.
+pub(crate) async fn run(inner: Arc<Inner>, order: crate::domain::OrderId, owner: String) {
+    let runner = Runner {
+        inner: &inner,
+        owner: &owner,
+    };
+    if runner.crash(FaultPoint::Recorded) {
+        tracing::warn!("fault injected: runner stops before the first step");
+        return;
+    }
+    match runner.drive(order).await {
+        Ok(Exit::Done) => tracing::debug!("saga done"),
+        Ok(Exit::Crashed) => tracing::warn!("fault injected: runner stopped abruptly"),
+        Ok(Exit::LeaseLost) => tracing::warn!("lease lost; another runner drives the order"),
+        Ok(Exit::Stopped) => {
+            let _ = inner.store.release_lease(order, &owner).await;
+            tracing::info!("saga paused for shutdown; it resumes from its last step");
+        }
+        Err(error) => {
+            // The database failed under us: let the lease go so recovery
+            // (here or elsewhere) resumes the order once it is back.
+            tracing::warn!(error = %agora_interceptors::api::errors::error_chain(&error), "saga runner failed; recovery will resume it");
+            let _ = inner.store.release_lease(order, &owner).await;
+        }
+    }
+}
+
+struct Runner<'a> {
+    inner: &'a Inner,
+    owner: &'a str,
+}
+
+impl Runner<'_> {
+    fn crash(&self, point: FaultPoint) -> bool {
+        self.inner.fault.as_ref().is_some_and(|hook| hook(point))
+    }
+
+    async fn drive(&self, id: crate::domain::OrderId) -> Result<Exit, OrderError> {
+        loop {
+            if self.inner.stop.is_cancelled() {
+                return Ok(Exit::Stopped);
+            }
+            let order = self
+                .inner
+                .store
+                .get(id)
+                .await?
+                .ok_or_else(|| OrderError::NotFound(id.to_string()))?;
+            let flow = match order.phase {
+                Phase::Done => return Ok(Exit::Done),
+                Phase::Reserve => self.forward(&order, StepKind::ReserveStock).await?,
+                Phase::Charge => self.forward(&order, StepKind::ChargePayment).await?,
+                Phase::Commit => self.forward(&order, StepKind::CommitStock).await?,
+                Phase::Refund => self.compensate(&order, StepKind::RefundPayment).await?,
+                Phase::Release => self.compensate(&order, StepKind::ReleaseStock).await?,
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Exit(exit) => return Ok(exit),
+                Flow::Backoff(pause) => {
+                    tokio::select! {
+                        () = self.inner.stop.cancelled() => return Ok(Exit::Stopped),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records `change`; false when the lease was lost.
+    async fn apply(&self, order: &OrderRecord, change: Transition) -> Result<bool, OrderError> {
+        self.inner.store.apply(order.id, self.owner, &change).await
+    }
+
+    /// Records the try as STARTED, holding the lease for the call.
+    async fn start(
+        &self,
+        order: &OrderRecord,
+        step: StepKind,
+        attempt: i32,
+    ) -> Result<bool, OrderError> {
+        let settings = &self.inner.settings;
+        self.apply(
+            order,
+            Transition {
+                steps: vec![NewStep {
+                    step,
+                    status: StepStatus::Started,
+                    attempt,
+                    effect: Effect::Unrecorded,
+                    detail: String::new(),
+                }],
+                hold_lease: settings.attempt_timeout + settings.lease_ttl,
+                ..Transition::default()
+            },
+        )
+        .await
+    }
+
+    /// One try of a forward step.
+    async fn forward(&self, order: &OrderRecord, step: StepKind) -> Result<Flow, OrderError> {
+        let attempt = order.steps.next_attempt(step);
+        if !self.start(order, step, attempt).await? {
+            return Ok(Flow::Exit(Exit::LeaseLost));
+        }
+        if self.crash(FaultPoint::BeforeCall(step)) {
+            return Ok(Flow::Exit(Exit::Crashed));
+        }
+        let downstreams = &self.inner.downstreams;
+        let outcome: Result<Transition, Failure> = match step {
+            StepKind::ReserveStock => downstreams
+                .reserve(order.id, &order.cart_lines())
+                .await
+                .map(|prices| Transition {
+                    steps: vec![succeeded(
+                        step,
+                        attempt,
+                        format!(
+                            "reserved {} line(s); total {} {}",
+                            prices.lines.len(),
+                            prices.total.amount_minor,
+                            prices.total.currency
+                        ),
+                    )],
+                    phase: Some(Phase::Charge),
+                    prices: Some(prices),
+                    ..Transition::default()
+                }),
+            StepKind::ChargePayment => match (&order.total, &order.payment_token) {
+                (Some(total), Some(token)) => downstreams
+                    .charge(order.id, order.customer, total, token)
+                    .await
+                    .map(|charged| Transition {
+                        steps: vec![succeeded(
+                            step,
+                            attempt,
+                            format!("payment {} captured", charged.payment_id),
+                        )],
+                        phase: Some(Phase::Commit),
+                        payment_id: Some(charged.payment_id),
+                        forget_payment_token: true,
+                        ..Transition::default()
+                    }),
+                _ => Err(Failure {
+                    retry: false,
+                    effect: Effect::None,
+                    reason: "INTERNAL",
+                    message: "the order has no total or no payment method to charge".into(),
+                }),
+            },
+            StepKind::CommitStock => downstreams.commit(order.id).await.map(|detail| Transition {
+                steps: vec![
+                    succeeded(step, attempt, detail),
+                    succeeded(StepKind::Confirm, 1, "order confirmed".into()),
+                ],
+                phase: Some(Phase::Done),
+                state: Some(OrderState::Confirmed),
+                release_lease: true,
+                ..Transition::default()
+            }),
+            _ => unreachable!("forward() is only called for forward steps"),
+        };
+        if self.crash(FaultPoint::AfterCall(step)) {
+            return Ok(Flow::Exit(Exit::Crashed));
+        }
+        let failure = match outcome {
+            Ok(change) => {
+                let done = change.phase == Some(Phase::Done);
+                if !self.apply(order, change).await? {
+                    return Ok(Flow::Exit(Exit::LeaseLost));
+                }
+                return Ok(if done {
+                    Flow::Exit(Exit::Done)
+                } else {
+                    Flow::Continue
+                });
+            }
+            Err(failure) => failure,
+        };
+        let failed_row = NewStep {
+            step,
+            status: StepStatus::Failed,
+            attempt,
+            effect: failure.effect,
+            detail: failure.message.clone(),
+        };
+        let tries = order.steps.tries_since_success(step) + 1;
+        if failure.retry && tries < self.inner.settings.step_attempts {
+            let pause = backoff(
+                attempt,
+                self.inner.settings.retry_base,
+                self.inner.settings.retry_max,
+            );
+            tracing::info!(
+                step = step.as_str(),
+                attempt,
+                ?pause,
+                reason = failure.reason,
+                "step failed; retrying"
+            );
+            let change = Transition {
+                steps: vec![failed_row],
+                hold_lease: pause + self.inner.settings.lease_ttl,
+                ..Transition::default()
+            };
+            return Ok(if self.apply(order, change).await? {
+                Flow::Backoff(pause)
+            } else {
+                Flow::Exit(Exit::LeaseLost)
+            });
+        }
+        // A business failure, or the budget is spent: undo what may be done.
+        tracing::info!(
+            step = step.as_str(),
+            attempt,
+            reason = failure.reason,
+            "step failed; compensating"
+        );
+        let mut log = order.steps.clone();
+        log.0.push(super::log::StepEntry {
+            step,
+            status: StepStatus::Failed,
+            attempt,
+            effect: failure.effect,
+            detail: String::new(),
+            at: 0,
+        });
+        let message = if failure.retry {
+            format!("gave up after {tries} tries: {}", failure.message)
+        } else {
+            failure.message.clone()
+        };
+        let mut change = self.next_compensation(order.state, &log, Phase::Release);
+        change.steps.insert(0, failed_row);
+        change.failure = Some((failure.reason.to_owned(), message));
+        change.forget_payment_token = true;
+        self.finish(order, change).await
+    }
+
+    /// The transition into the first compensation phase at or after `from`
+    /// that has something to undo, or to the end. Stock goes back first
+    /// (RELEASE_STOCK), money second (REFUND_PAYMENT): the order can no longer
+    /// be fulfilled, so freeing the stock others may be waiting for never
+    /// harms, while settling money may have to wait for the payment provider.
+    fn next_compensation(&self, state: OrderState, log: &StepLog, from: Phase) -> Transition {
+        let release = from == Phase::Release && log.may_have_applied(StepKind::ReserveStock);
+        let refund = matches!(from, Phase::Release | Phase::Refund)
+            && log.may_have_applied(StepKind::ChargePayment);
+        let hold_lease = self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl;
+        if release {
+            Transition {
+                phase: Some(Phase::Release),
+                hold_lease,
+                ..Transition::default()
+            }
+        } else if refund {
+            Transition {
+                phase: Some(Phase::Refund),
+                hold_lease,
+                ..Transition::default()
+            }
+        } else {
+            Transition {
+                phase: Some(Phase::Done),
+                state: Some(settled_state(state)),
+                release_lease: true,
+                ..Transition::default()
+            }
+        }
+    }
+
+    async fn finish(&self, order: &OrderRecord, change: Transition) -> Result<Flow, OrderError> {
+        let done = change.phase == Some(Phase::Done);
+        if !self.apply(order, change).await? {
+            return Ok(Flow::Exit(Exit::LeaseLost));
+        }
+        Ok(if done {
+            Flow::Exit(Exit::Done)
+        } else {
+            Flow::Continue
+        })
+    }
+
+    /// One try of a compensation step (also the steps of a cancellation).
+    async fn compensate(&self, order: &OrderRecord, step: StepKind) -> Result<Flow, OrderError> {
+        let attempt = order.steps.next_attempt(step);
+        if !self.start(order, step, attempt).await? {
+            return Ok(Flow::Exit(Exit::LeaseLost));
+        }
+        if self.crash(FaultPoint::BeforeCall(step)) {
+            return Ok(Flow::Exit(Exit::Crashed));
+        }
+        let downstreams = &self.inner.downstreams;
+        let outcome = match step {
+            StepKind::RefundPayment => {
+                let reason = if order.state == OrderState::Cancelling {
+                    if order.cancel_reason.is_empty() {
+                        format!("order {} cancelled", order.id)
+                    } else {
+                        format!("order {} cancelled: {}", order.id, order.cancel_reason)
+                    }
+                } else {
+                    format!("order {} failed: {}", order.id, order.failure_reason)
+                };
+                downstreams
+                    .refund(order.id, order.payment_id.as_deref(), &reason)
+                    .await
+            }
+            StepKind::ReleaseStock => downstreams.release(order.id).await,
+            _ => unreachable!("compensate() is only called for compensation steps"),
+        };
+        if self.crash(FaultPoint::AfterCall(step)) {
+            return Ok(Flow::Exit(Exit::Crashed));
+        }
+        let failure = match outcome {
+            Ok(progress) if progress.settled => {
+                let next = if step == StepKind::ReleaseStock {
+                    Phase::Refund
+                } else {
+                    Phase::Done
+                };
+                let mut change = self.next_compensation(order.state, &order.steps, next);
+                change
+                    .steps
+                    .insert(0, succeeded(step, attempt, progress.detail));
+                return self.finish(order, change).await;
+            }
+            Ok(progress) => Failure {
+                retry: true,
+                effect: Effect::None,
+                reason: "PAYMENT_PENDING",
+                message: progress.detail,
+            },
+            Err(failure) => failure,
+        };
+        let pause = backoff(
+            attempt,
+            self.inner.settings.retry_base,
+            self.inner.settings.compensation_retry_max,
+        );
+        tracing::warn!(step = step.as_str(), attempt, ?pause, message = %failure.message, "compensation not done yet; retrying");
+        let mut change = Transition {
+            steps: vec![NewStep {
+                step,
+                status: StepStatus::Failed,
+                attempt,
+                effect: failure.effect,
+                detail: failure.message,
+            }],
+            hold_lease: pause + self.inner.settings.lease_ttl,
+            ..Transition::default()
+        };
+        // A payment whose outcome is unknown (still PENDING at the provider,
+        // or the payment service unreachable) must not keep a failed order
+        // PENDING forever: once the stock is back and no money is known to be
+        // taken, and the retry budget is spent, the order is FAILED and the
+        // payment is settled in the background (refunded should it turn out
+        // captured).
+        let tries = order.steps.tries_since_success(step) + 1;
+        if step == StepKind::RefundPayment
+            && order.state == OrderState::Pending
+            && order.payment_id.is_none()
+            && tries >= self.inner.settings.step_attempts
+        {
+            change.state = Some(OrderState::Failed);
+        }
+        Ok(if self.apply(order, change).await? {
+            Flow::Backoff(pause)
+        } else {
+            Flow::Exit(Exit::LeaseLost)
+        })
+    }
+}
+
+/// The final state of a compensated order.
+fn settled_state(state: OrderState) -> OrderState {
+    match state {
+        OrderState::Cancelling | OrderState::Cancelled => OrderState::Cancelled,
+        _ => OrderState::Failed,
+    }
+}
+
+fn succeeded(step: StepKind, attempt: i32, detail: String) -> NewStep {
+    NewStep {
+        step,
+        status: StepStatus::Succeeded,
+        attempt,
+        effect: Effect::Applied,
+        detail,
+    }
+}
+
+/// Exponential backoff with jitter: try `attempt` (from 1) waits between half
+/// and all of `base · 2^(attempt-1)`, capped at `max`.
+pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exponent = attempt.clamp(1, 20) as u32 - 1;
+    let full = base.saturating_mul(1 << exponent).min(max);
+    let jitter = f64::from(getrandom::u32().unwrap_or(u32::MAX)) / f64::from(u32::MAX);
+    full.mul_f64(0.5 + 0.5 * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for _ in 0..50 {
+            let first = backoff(1, base, max);
+            assert!(first >= base / 2 && first <= base);
+            let third = backoff(3, base, max);
+            assert!(third >= base * 2 && third <= base * 4);
+            assert!(backoff(30, base, max) <= max);
+        }
+    }
+}

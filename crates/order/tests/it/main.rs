@@ -1,0 +1,11 @@
+//! The order service's integration tests: one binary, every scenario over
+//! real gRPC against services started in-process, on SQLite and (when
+//! `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
+
+mod api;
+mod crash;
+mod e2e;
+mod recovery;
+mod suite;
+mod support;
+mod trace;
