@@ -15,15 +15,39 @@ test:
 test-pg:
     AGORA_TEST_POSTGRES_URL={{pg_url}} cargo test
 
-# Formatting, clippy and buf lint.
-lint:
+# Formatting, clippy, buf lint, and buf breaking against main.
+lint: && breaking
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --locked -- -D warnings
     buf lint
 
-# Breaking-change check of the contracts against main.
+# Breaking-change check of the contracts against the main branch.
 breaking:
     buf breaking --against '.git#branch=main'
+
+# The benchmarks behind BENCHMARKS.md (release build).
+bench:
+    cargo run --release -p agora-bench
+
+# The suite with a scripted walk through a purchase.
+demo:
+    cargo run -- demo
+
+# Validate deploy/ (Kubernetes schemas, compose, Dockerfile lint, cross-checks).
+deploy-check:
+    bash deploy/check
+
+# The container image with every binary (needs a Docker engine).
+image tag="agora:dev":
+    docker build -f deploy/Dockerfile -t {{tag}} .
+
+# The suite in containers with PostgreSQL, Jaeger and Prometheus (needs a Docker engine).
+up:
+    docker compose -f deploy/compose.yaml up --build
+
+# Development keys for the dev overlay (deploy/k8s/overlays/dev/keys, git-ignored).
+dev-keys:
+    deploy/keys/generate --out deploy/k8s/overlays/dev/keys
 
 # What CI runs.
 ci:

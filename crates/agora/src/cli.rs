@@ -49,8 +49,8 @@ pub enum Command {
         ttl: Duration,
     },
     /// Ask a server's grpc.health.v1 whether a service is SERVING; exits like
-    /// grpc_health_probe (0 serving, 2 connection failed, 3 call failed, 4 not
-    /// serving), so it can serve as a container probe.
+    /// grpc_health_probe (0 serving, 1 invalid arguments, 2 connection failed,
+    /// 3 call failed, 4 not serving), so it can serve as a container probe.
     Health {
         /// Address of the server, host:port.
         #[arg(long, default_value = "127.0.0.1:50051")]

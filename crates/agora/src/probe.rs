@@ -7,7 +7,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// grpc_health_probe's exit codes.
+/// grpc_health_probe's exit codes (0 is SERVING).
+pub const INVALID_ARGUMENTS: u8 = 1;
 const CONNECTION_FAILED: u8 = 2;
 const RPC_FAILED: u8 = 3;
 const UNHEALTHY: u8 = 4;
@@ -18,7 +19,7 @@ pub async fn check(addr: &str, service: &str, timeout: Duration) -> ExitCode {
         Ok(endpoint) => endpoint.connect_timeout(timeout).timeout(timeout),
         Err(error) => {
             eprintln!("error: bad address {addr:?}: {error}");
-            return ExitCode::from(CONNECTION_FAILED);
+            return ExitCode::from(INVALID_ARGUMENTS);
         }
     };
     let channel = match endpoint.connect().await {
