@@ -15,6 +15,7 @@ pub mod db;
 pub mod health;
 pub mod limits;
 pub mod log_ids;
+pub mod message_size;
 pub mod metrics;
 pub mod observe;
 pub mod serve;

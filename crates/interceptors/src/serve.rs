@@ -33,6 +33,7 @@ use crate::config::ServeArgs;
 use crate::db::Database;
 use crate::health::HealthRegistry;
 use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
+use crate::message_size::MessageSizeLayer;
 use crate::metrics::{GrpcMetrics, MetricsLayer, serve_metrics};
 use crate::trace::TraceLayer;
 use crate::transport::ServerIo;
@@ -235,6 +236,8 @@ impl ServiceHost {
                 self.settings.rate_limit_per_second,
                 self.settings.rate_limit_burst,
             ))
+            // Oversized messages: RESOURCE_EXHAUSTED as the body streams in.
+            .layer(MessageSizeLayer::new(self.settings.max_request_bytes))
             // Innermost, so a panicking call is still seen (and counted) above.
             .layer(CatchPanicLayer)
             .add_routes(routes.routes())

@@ -34,7 +34,7 @@ pub enum LogFormat {
 }
 
 /// The default filter when `RUST_LOG` is unset.
-const DEFAULT_FILTER: &str =
+pub const DEFAULT_FILTER: &str =
     "info,h2=warn,hyper=warn,hyper_util=warn,tower=warn,sqlx=warn,opentelemetry=warn";
 
 /// Spans queued for export before new ones are dropped. The SDK's 2048 drops
@@ -49,7 +49,13 @@ static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
 /// than once (later calls change nothing), so tests and the suite launcher
 /// can both call it. Must run inside a Tokio runtime when exporting.
 pub fn init(format: LogFormat) {
-    init_logs(format);
+    init_with_filter(format, DEFAULT_FILTER);
+}
+
+/// [`init`] with another log filter for when `RUST_LOG` is unset (a CLI
+/// command that wants its own output uncluttered, say).
+pub fn init_with_filter(format: LogFormat, default_filter: &str) {
+    init_logs(format, default_filter);
     if PROVIDER.lock().expect("provider lock").is_some() {
         return;
     }
@@ -70,14 +76,22 @@ pub fn init(format: LogFormat) {
     }
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Pretty => builder
-            .event_format(WithCallIds::new(tracing_subscriber::fmt::format(), false))
-            .try_init(),
+        LogFormat::Pretty => {
+            // Colours only on a terminal, for the message and its fields alike.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            builder
+                .with_ansi(ansi)
+                .event_format(WithCallIds::new(
+                    tracing_subscriber::fmt::format().with_ansi(ansi),
+                    false,
+                ))
+                .try_init()
+        }
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -187,10 +187,11 @@ backend_test! {
             })
             .await
             .unwrap_err();
-        // tonic's decoder answers OUT_OF_RANGE here; the gRPC spec asks for
-        // RESOURCE_EXHAUSTED (a known gap, noted in ARCHITECTURE.md).
-        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
-        assert!(status.message().contains("too large"));
+        // RESOURCE_EXHAUSTED, as the gRPC spec has it (tonic alone would
+        // answer OUT_OF_RANGE), naming both sizes.
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("too large"), "{status:?}");
+        assert!(status.message().contains("4096"), "{status:?}");
         app.app_is_alive().await;
         app.stop().await.unwrap();
     }
