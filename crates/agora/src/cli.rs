@@ -1,5 +1,6 @@
 //! Command-line interface of the `agora` binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use agora_interceptors::auth::{Role, TokenIssuer, TokenSettings};
 use agora_interceptors::telemetry::LogFormat;
 
-use crate::{dev_keys, probe, suite};
+use crate::demo::{self, Targets};
+use crate::suite::{self, Ports, Service, Storage, Suite, SuiteOptions};
+use crate::{dev_keys, migrate, probe};
 
 /// Agora on one machine: with no subcommand, starts the whole suite with SQLite
 /// under the data folder.
@@ -17,6 +20,11 @@ pub struct Cli {
     /// Where SQLite files and development keys live.
     #[arg(long, env = "AGORA_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
+
+    /// Keep everything in memory (SQLite and keys): nothing is written under
+    /// the data folder and nothing survives the process.
+    #[arg(long, env = "AGORA_EPHEMERAL")]
+    pub ephemeral: bool,
 
     /// Log format: "pretty" or "json".
     #[arg(
@@ -62,6 +70,38 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Apply one service's database migrations (the ones it applies at
+    /// start-up) to a database, e.g. a fresh PostgreSQL one.
+    Migrate {
+        /// Which service's migrations: user, order, payment or inventory.
+        #[arg(long, value_parser = parse_service)]
+        service: Service,
+        /// The database: `postgres://user@host/db` or `sqlite://path?mode=rwc`.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Walk through the suite over gRPC: register, sign in, browse, order,
+    /// watch the saga confirm, then see a declined card compensated. Uses the
+    /// suite at the standard ports if one is up, else starts an in-memory one.
+    Demo {
+        /// The user service (host:port); with --order and --inventory, the
+        /// suite to use instead of the standard ports.
+        #[arg(long, requires_all = ["order", "inventory"])]
+        user: Option<SocketAddr>,
+        /// The order service (host:port).
+        #[arg(long, requires_all = ["user", "inventory"])]
+        order: Option<SocketAddr>,
+        /// The inventory service (host:port).
+        #[arg(long, requires_all = ["user", "order"])]
+        inventory: Option<SocketAddr>,
+    },
+}
+
+fn parse_service(s: &str) -> Result<Service, String> {
+    Service::ALL
+        .into_iter()
+        .find(|service| service.label() == s)
+        .ok_or_else(|| format!("{s:?} is not one of user, order, payment, inventory"))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -71,17 +111,97 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Runs the chosen command; `Ok(code)` is the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => suite::run(&cli.data_dir).await.map(|()| ExitCode::SUCCESS),
+        Command::Run => {
+            let storage = if cli.ephemeral {
+                Storage::Ephemeral
+            } else {
+                Storage::Dir(cli.data_dir)
+            };
+            let options = SuiteOptions {
+                storage,
+                ports: Ports::Standard,
+            };
+            suite::run(options).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Migrate {
+            service,
+            database_url,
+        } => {
+            let applied = migrate::run(service, &database_url).await?;
+            println!(
+                "{}: the database is at the latest migration:",
+                service.label()
+            );
+            for line in applied {
+                println!("  {line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            user,
+            order,
+            inventory,
+        } => {
+            let given = match (user, order, inventory) {
+                (Some(user), Some(order), Some(inventory)) => Some(Targets {
+                    user,
+                    order,
+                    inventory,
+                }),
+                _ => None,
+            };
+            run_demo(given).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::Health {
             addr,
             service,
             timeout,
         } => Ok(probe::check(&addr, &service, timeout).await),
         Command::Token { role, sub, ttl } => {
+            anyhow::ensure!(
+                !cli.ephemeral,
+                "an --ephemeral suite's key lives and dies in its process: use the tokens its banner prints"
+            );
             let keys = dev_keys::load_or_create(&cli.data_dir)?;
             let issuer = TokenIssuer::new(&keys.signing, TokenSettings::default())?;
             println!("{}", issuer.issue(&sub, role, ttl)?.token);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The demo against `given` services, the standard ports if a suite answers
+/// there, or else a fresh in-memory suite started for the demo.
+async fn run_demo(given: Option<Targets>) -> anyhow::Result<()> {
+    let mut say = |line: &str| println!("{line}");
+    if let Some(targets) = given {
+        return demo::run(targets, &mut say).await.map(drop);
+    }
+    let standard = |service: Service| SocketAddr::from(([127, 0, 0, 1], service.standard_port()));
+    let user = standard(Service::User);
+    if probe::is_serving(user, Service::User.grpc_name(), Duration::from_secs(1)).await {
+        println!("Using the suite at {user} and its neighbours.");
+        let targets = Targets {
+            user,
+            order: standard(Service::Order),
+            inventory: standard(Service::Inventory),
+        };
+        return demo::run(targets, &mut say).await.map(drop);
+    }
+    println!("No suite answers at {user}: starting one in memory for the demo…");
+    let suite = Suite::start(SuiteOptions {
+        storage: Storage::Ephemeral,
+        ports: Ports::Any,
+    })
+    .await?;
+    println!("All four services SERVING after {:.0?}.", suite.startup);
+    let targets = Targets {
+        user: suite.addr(Service::User),
+        order: suite.addr(Service::Order),
+        inventory: suite.addr(Service::Inventory),
+    };
+    let outcome = demo::run(targets, &mut say).await;
+    let stopped = suite.stop().await;
+    outcome?;
+    stopped
 }

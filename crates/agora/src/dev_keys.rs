@@ -16,8 +16,20 @@ pub struct DevKeys {
     pub signing: SigningKey,
     /// Public key set (JWKS at `jwks_file`).
     pub key_set: KeySet,
-    /// Where the JWKS is stored.
-    pub jwks_file: PathBuf,
+    /// Where the JWKS is stored (none for in-memory keys).
+    pub jwks_file: Option<PathBuf>,
+}
+
+/// Fresh keys kept in memory only (`--ephemeral`): tokens die with the process.
+pub fn in_memory() -> anyhow::Result<DevKeys> {
+    let signing = SigningKey::generate(DEV_KID)?;
+    let mut key_set = KeySet::new();
+    key_set.insert(signing.public_jwk())?;
+    Ok(DevKeys {
+        signing,
+        key_set,
+        jwks_file: None,
+    })
 }
 
 /// Loads the development keys from `data_dir/keys`, creating them first if absent.
@@ -41,12 +53,12 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<DevKeys> {
     Ok(DevKeys {
         signing,
         key_set,
-        jwks_file,
+        jwks_file: Some(jwks_file),
     })
 }
 
 /// Writes a secret readable by its owner only.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -2,12 +2,8 @@
 
 use std::process::ExitCode;
 
+use agora::{cli, probe};
 use clap::Parser;
-
-mod cli;
-mod dev_keys;
-mod probe;
-mod suite;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,7 +17,13 @@ async fn main() -> ExitCode {
         }
         Err(error) => error.exit(),
     };
-    agora_interceptors::telemetry::init(cli.log_format);
+    // The demo prints its own story; the in-process suite it may start logs
+    // only warnings unless RUST_LOG says otherwise.
+    let default_filter = match cli.command {
+        Some(cli::Command::Demo { .. }) => "warn",
+        _ => agora_interceptors::telemetry::DEFAULT_FILTER,
+    };
+    agora_interceptors::telemetry::init_with_filter(cli.log_format, default_filter);
     match cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {

@@ -1,5 +1,6 @@
 //! `agora health`: a grpc_health_probe work-alike, so images need no extra binary.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -55,4 +56,26 @@ pub async fn check(addr: &str, service: &str, timeout: Duration) -> ExitCode {
             ExitCode::from(RPC_FAILED)
         }
     }
+}
+
+/// True when `service` at `addr` answers SERVING within `timeout` (quietly).
+pub async fn is_serving(addr: SocketAddr, service: &str, timeout: Duration) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    matches!(
+        HealthClient::new(channel).check(request).await,
+        Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32
+    )
 }

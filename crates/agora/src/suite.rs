@@ -1,213 +1,422 @@
 //! Starts every service in this process, each on its own port with its own
-//! SQLite file and metrics port, and stops them together on Ctrl-C or SIGTERM.
+//! SQLite database and metrics port, and stops them together.
+//!
+//! [`run`] is `cargo run`: start, print the banner, wait for Ctrl-C or
+//! SIGTERM, stop. [`Suite::start`] is the same start for `agora demo` and the
+//! tests, which may ask for in-memory databases and any free ports.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agora_interceptors::auth::{Role, TokenIssuer, TokenSettings};
 use agora_interceptors::{ServeArgs, health, shutdown};
 use agora_inventory::InventoryConfig;
 use agora_order::{OrderConfig, OrderKeys};
 use agora_payment::PaymentConfig;
+use agora_proto::user::v1 as user_pb;
+use agora_user::seed::SeedAccount;
 use agora_user::{UserConfig, UserKeys};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 
+use crate::dev_accounts::{self, DevAccounts};
 use crate::dev_keys::{self, DevKeys};
 
+/// Where the services keep their data.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// One SQLite file per service in this folder, with the dev keys and the
+    /// dev accounts' passwords; everything survives a restart.
+    Dir(PathBuf),
+    /// In-memory SQLite and in-memory keys: nothing is written, nothing kept.
+    Ephemeral,
+}
+
+/// Which ports the services listen on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// 50051–50054 for gRPC and 50151–50154 for metrics, on 127.0.0.1.
+    Standard,
+    /// Any free ports on 127.0.0.1, without metrics endpoints (tests, and a
+    /// demo run while another suite holds the standard ones).
+    Any,
+}
+
+/// How to start the suite.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Where data lives.
+    pub storage: Storage,
+    /// Which ports.
+    pub ports: Ports,
+}
+
+/// The four services of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// agora.user.v1.UserService
+    User,
+    /// agora.order.v1.OrderService
+    Order,
+    /// agora.payment.v1.PaymentService
+    Payment,
+    /// agora.inventory.v1.InventoryService
+    Inventory,
+}
+
+impl Service {
+    /// All four, in port order.
+    pub const ALL: [Service; 4] = [
+        Service::User,
+        Service::Order,
+        Service::Payment,
+        Service::Inventory,
+    ];
+
+    /// Short name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Service::User => "user",
+            Service::Order => "order",
+            Service::Payment => "payment",
+            Service::Inventory => "inventory",
+        }
+    }
+
+    /// Fully qualified gRPC service name (also its health-check name).
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Service::User => "agora.user.v1.UserService",
+            Service::Order => "agora.order.v1.OrderService",
+            Service::Payment => "agora.payment.v1.PaymentService",
+            Service::Inventory => "agora.inventory.v1.InventoryService",
+        }
+    }
+
+    /// Its standard gRPC port; metrics listen 100 above.
+    pub fn standard_port(self) -> u16 {
+        match self {
+            Service::User => 50051,
+            Service::Order => 50052,
+            Service::Payment => 50053,
+            Service::Inventory => 50054,
+        }
+    }
+}
+
 /// One service of the suite once bound.
-struct Running {
-    label: &'static str,
-    grpc_service: &'static str,
-    addr: SocketAddr,
-    metrics: Option<SocketAddr>,
+#[derive(Debug)]
+pub struct Running {
+    /// Which service.
+    pub service: Service,
+    /// Where it serves gRPC.
+    pub addr: SocketAddr,
+    /// Where it serves `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// Runs the suite until a shutdown signal.
-pub async fn run(data_dir: &Path) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let keys = dev_keys::load_or_create(data_dir)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+/// A seeded account, signed in.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The account's email.
+    pub email: String,
+    /// Its password.
+    pub password: String,
+    /// An access token from Authenticate.
+    pub token: String,
+}
 
-    let mut services = Vec::new();
+/// The running suite.
+#[derive(Debug)]
+pub struct Suite {
+    /// The services, in port order.
+    pub services: Vec<Running>,
+    /// The seeded admin, signed in.
+    pub admin: Session,
+    /// The seeded customer, signed in.
+    pub customer: Session,
+    /// Where the dev accounts' passwords are kept, if anywhere.
+    pub passwords_file: Option<PathBuf>,
+    /// How long the start took, until all four answered SERVING.
+    pub startup: Duration,
+    stop: watch::Sender<bool>,
+}
 
-    let mut user = UserConfig::defaults();
-    user.database_url = sqlite_url(data_dir, "user");
-    prepare(&mut user.serve, &keys, 50151);
-    let listener = bind(user.listen, "user").await?;
-    let user_keys = UserKeys::with_verifying(keys.signing.clone(), keys.key_set.clone());
-    let metrics = user.serve.metrics_listen;
-    services.push(spawn(
-        "user",
-        "agora.user.v1.UserService",
-        listener,
-        metrics,
-        |listener| agora_user::serve(user, user_keys, listener, stopped()),
-    )?);
+/// How long tokens handed out by the development suite live: a working day.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 
-    let mut payment = PaymentConfig::defaults();
-    payment.database_url = sqlite_url(data_dir, "payment");
-    prepare(&mut payment.serve, &keys, 50153);
-    let listener = bind(payment.listen, "payment").await?;
-    let metrics = payment.serve.metrics_listen;
-    let key_set = keys.key_set.clone();
-    services.push(spawn(
-        "payment",
-        "agora.payment.v1.PaymentService",
-        listener,
-        metrics,
-        |listener| agora_payment::serve(payment, key_set, listener, stopped()),
-    )?);
-
-    let mut inventory = InventoryConfig::defaults();
-    inventory.database_url = sqlite_url(data_dir, "inventory");
-    inventory.seed_demo = true;
-    prepare(&mut inventory.serve, &keys, 50154);
-    let listener = bind(inventory.listen, "inventory").await?;
-    let metrics = inventory.serve.metrics_listen;
-    let key_set = keys.key_set.clone();
-    services.push(spawn(
-        "inventory",
-        "agora.inventory.v1.InventoryService",
-        listener,
-        metrics,
-        |listener| agora_inventory::serve(inventory, key_set, listener, stopped()),
-    )?);
-
-    // Order calls the other three; its dev service key is the dev signing key,
-    // which they all trust through jwks.json.
-    let mut order = OrderConfig::defaults();
-    order.database_url = sqlite_url(data_dir, "order");
-    prepare(&mut order.serve, &keys, 50152);
-    let listener = bind(order.listen, "order").await?;
-    let metrics = order.serve.metrics_listen;
-    let order_keys = OrderKeys {
-        verifying: keys.key_set.clone(),
-        service: keys.signing.clone(),
-    };
-    services.insert(
-        1,
-        spawn(
-            "order",
-            "agora.order.v1.OrderService",
-            listener,
-            metrics,
-            |listener| agora_order::serve(order, order_keys, listener, stopped()),
-        )?,
-    );
-
-    // Every service SERVING, checked over gRPC as a probe would.
-    let waits = services.iter().map(|service| {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.addr))
-            .expect("a socket address is a valid URI")
-            .connect_lazy();
-        health::wait_until_serving(channel, service.grpc_service, Duration::from_secs(30))
-    });
-    for result in futures::future::join_all(waits).await {
-        result?;
-    }
-
-    let issuer = TokenIssuer::new(&keys.signing, TokenSettings::default())?;
-    let admin = issuer.issue("dev-admin", Role::Admin, Duration::from_secs(12 * 3600))?;
-    print_banner(&services, &admin.token, started.elapsed());
-
+/// `cargo run`: starts the suite, prints the banner, runs until a shutdown
+/// signal, then stops every service (each drains its calls, bounded).
+pub async fn run(options: SuiteOptions) -> anyhow::Result<()> {
+    let suite = Suite::start(options).await?;
+    crate::banner::print(&suite);
     shutdown::signal().await;
-    let _ = stop_tx.send(true);
-    let mut failed = None;
-    for service in services {
-        match service.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => failed = Some(error.context(service.label)),
-            Err(error) => failed = Some(anyhow::Error::new(error).context(service.label)),
-        }
-    }
-    if let Some(error) = failed {
-        return Err(error);
-    }
+    suite.stop().await?;
     println!("agora stopped cleanly");
     Ok(())
 }
 
-/// Dev keys and a metrics port (`127.0.0.1:metrics_port`) for one service.
-fn prepare(serve: &mut ServeArgs, keys: &DevKeys, metrics_port: u16) {
-    serve.jwt_jwks_file = Some(keys.jwks_file.clone());
-    serve.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], metrics_port)));
-}
+impl Suite {
+    /// Starts the four services, waits until each answers SERVING over gRPC,
+    /// and signs the seeded accounts in.
+    pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
+        let started = Instant::now();
+        let (keys, accounts) = match &options.storage {
+            Storage::Dir(dir) => (
+                dev_keys::load_or_create(dir)?,
+                dev_accounts::load_or_create(dir)?,
+            ),
+            Storage::Ephemeral => (dev_keys::in_memory()?, dev_accounts::in_memory()),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let place = Placement {
+            storage: &options.storage,
+            ports: options.ports,
+            keys: &keys,
+        };
 
-async fn bind(addr: SocketAddr, label: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("binding the {label} service to {addr} (is another suite running?)")
-    })
-}
+        let mut user = UserConfig::defaults();
+        place.configure(Service::User, &mut user.database_url, &mut user.serve);
+        user.access_token_ttl = DEV_TOKEN_TTL;
+        user.seed_accounts = vec![accounts.admin.clone(), accounts.customer.clone()];
+        let user_keys = UserKeys::with_verifying(keys.signing.clone(), keys.key_set.clone());
+        let user = place
+            .spawn(Service::User, user.serve.metrics_listen, |listener| {
+                agora_user::serve(user, user_keys, listener, stopped())
+            })
+            .await?;
 
-fn spawn<F>(
-    label: &'static str,
-    grpc_service: &'static str,
-    listener: TcpListener,
-    metrics: Option<SocketAddr>,
-    serve: impl FnOnce(TcpListener) -> F,
-) -> anyhow::Result<Running>
-where
-    F: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let addr = listener.local_addr()?;
-    Ok(Running {
-        label,
-        grpc_service,
-        addr,
-        metrics,
-        task: tokio::spawn(serve(listener)),
-    })
-}
-
-fn sqlite_url(data_dir: &Path, service: &str) -> String {
-    format!("sqlite://{}/{service}.db?mode=rwc", data_dir.display())
-}
-
-fn print_banner(services: &[Running], admin_token: &str, elapsed: Duration) {
-    println!("\nAgora is up ({elapsed:.0?}). Ctrl-C stops it.\n");
-    for service in services {
-        let metrics = service
-            .metrics
-            .map(|m| format!("metrics http://{m}/metrics"))
-            .unwrap_or_default();
-        println!(
-            "  {:<10} {}   {:<38} SERVING   {metrics}",
-            service.label, service.addr, service.grpc_service
+        let mut payment = PaymentConfig::defaults();
+        place.configure(
+            Service::Payment,
+            &mut payment.database_url,
+            &mut payment.serve,
         );
-    }
-    println!(
-        r#"
-Try it (grpcurl; README.md has the whole walkthrough):
-  grpcurl -plaintext 127.0.0.1:50051 list
-  grpcurl -plaintext -d '{{"email":"ada@example.com","display_name":"Ada","password":"correct horse battery staple"}}' \
-    127.0.0.1:50051 agora.user.v1.UserService/CreateUser
-  TOKEN=$(grpcurl -plaintext -d '{{"email":"ada@example.com","password":"correct horse battery staple"}}' \
-    127.0.0.1:50051 agora.user.v1.UserService/Authenticate | jq -r .accessToken)
-  grpcurl -plaintext -d '{{"page_size":10}}' 127.0.0.1:50054 agora.inventory.v1.InventoryService/ListProducts
-  ORDER=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
-    -d '{{"lines":[{{"sku":"SKU-MUG","quantity":2}}],"payment_method_token":"tok_visa","request_id":"'$(uuidgen)'"}}' \
-    127.0.0.1:50052 agora.order.v1.OrderService/PlaceOrder | jq -r .order.orderId)
-  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"'$ORDER'"}}' 127.0.0.1:50052 agora.order.v1.OrderService/WatchOrder
-  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"'$ORDER'","reason":"changed my mind"}}' \
-    127.0.0.1:50052 agora.order.v1.OrderService/CancelOrder
+        let key_set = keys.key_set.clone();
+        let payment = place
+            .spawn(Service::Payment, payment.serve.metrics_listen, |listener| {
+                agora_payment::serve(payment, key_set, listener, stopped())
+            })
+            .await?;
 
-Admin token (12 h; new ones with `cargo run -- token --role admin`):
-  export AGORA_ADMIN_TOKEN={admin_token}
-  grpcurl -plaintext -H "authorization: Bearer $AGORA_ADMIN_TOKEN" 127.0.0.1:50051 agora.user.v1.UserService/ListUsers
-  grpcurl -plaintext -H "authorization: Bearer $AGORA_ADMIN_TOKEN" -d '{{"sku":"SKU-MUG","delta":5,"reason":"restock","request_id":"restock-1"}}' \
-    127.0.0.1:50054 agora.inventory.v1.InventoryService/AdjustStock
-"#
-    );
+        let mut inventory = InventoryConfig::defaults();
+        place.configure(
+            Service::Inventory,
+            &mut inventory.database_url,
+            &mut inventory.serve,
+        );
+        inventory.seed_demo = true;
+        let key_set = keys.key_set.clone();
+        let inventory = place
+            .spawn(
+                Service::Inventory,
+                inventory.serve.metrics_listen,
+                |listener| agora_inventory::serve(inventory, key_set, listener, stopped()),
+            )
+            .await?;
+
+        // Order calls the other three, wherever they ended up; its service
+        // key is the dev signing key, which they all trust.
+        let mut order = OrderConfig::defaults();
+        place.configure(Service::Order, &mut order.database_url, &mut order.serve);
+        order.user_url = format!("http://{}", user.addr);
+        order.payment_url = format!("http://{}", payment.addr);
+        order.inventory_url = format!("http://{}", inventory.addr);
+        let order_keys = OrderKeys {
+            verifying: keys.key_set.clone(),
+            service: keys.signing.clone(),
+        };
+        let order = place
+            .spawn(Service::Order, order.serve.metrics_listen, |listener| {
+                agora_order::serve(order, order_keys, listener, stopped())
+            })
+            .await?;
+
+        let services = vec![user, order, payment, inventory];
+        let mut suite = Suite {
+            services,
+            admin: Session::unsigned(&accounts.admin),
+            customer: Session::unsigned(&accounts.customer),
+            passwords_file: accounts.passwords_file.clone(),
+            startup: Duration::ZERO,
+            stop,
+        };
+        if let Err(error) = suite.wait_until_serving().await {
+            let _ = suite.stop().await;
+            return Err(error);
+        }
+        if let Err(error) = suite.sign_in(&accounts).await {
+            let _ = suite.stop().await;
+            return Err(error);
+        }
+        suite.startup = started.elapsed();
+        Ok(suite)
+    }
+
+    /// Where `service` serves gRPC.
+    pub fn addr(&self, service: Service) -> SocketAddr {
+        self.running(service).addr
+    }
+
+    fn running(&self, service: Service) -> &Running {
+        self.services
+            .iter()
+            .find(|running| running.service == service)
+            .expect("the suite runs all four services")
+    }
+
+    /// Every service SERVING, checked over gRPC as a probe would. A service
+    /// that failed to start ends the wait with its own error.
+    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
+        let waits = self.services.iter().map(|running| {
+            let channel = channel_to(running.addr);
+            health::wait_until_serving(
+                channel,
+                running.service.grpc_name(),
+                Duration::from_secs(30),
+            )
+        });
+        let ready = futures::future::join_all(waits);
+        let failed = futures::future::select_all(self.services.iter_mut().map(|r| &mut r.task));
+        tokio::select! {
+            results = ready => results.into_iter().collect::<Result<Vec<_>, _>>().map(drop),
+            (result, index, _) = failed => {
+                let label = self.services[index].service.label();
+                match result {
+                    Ok(Ok(())) => anyhow::bail!("the {label} service stopped during start-up"),
+                    Ok(Err(error)) => Err(error.context(format!("starting the {label} service"))),
+                    Err(error) => Err(anyhow::Error::new(error).context(format!("the {label} service"))),
+                }
+            }
+        }
+    }
+
+    /// Authenticate each seeded account, through the user service's API.
+    async fn sign_in(&mut self, accounts: &DevAccounts) -> anyhow::Result<()> {
+        let mut users = user_pb::user_service_client::UserServiceClient::new(channel_to(
+            self.addr(Service::User),
+        ));
+        for (account, session) in [
+            (&accounts.admin, &mut self.admin),
+            (&accounts.customer, &mut self.customer),
+        ] {
+            let reply = users
+                .authenticate(user_pb::AuthenticateRequest {
+                    email: account.email.clone(),
+                    password: account.password.clone(),
+                })
+                .await
+                .map_err(|status| match &accounts.passwords_file {
+                    Some(file) if status.code() == tonic::Code::Unauthenticated => anyhow::anyhow!(
+                        "{} exists in the user database but its password is not the one in {}; \
+                         remove the data folder (or set that account's password back) to start afresh",
+                        account.email,
+                        file.display()
+                    ),
+                    _ => anyhow::anyhow!("signing in {}: {}", account.email, status.message()),
+                })?;
+            session.token = reply.into_inner().access_token;
+        }
+        Ok(())
+    }
+
+    /// Stops every service (each goes NOT_SERVING, stops accepting, drains
+    /// its calls up to its grace period) and reports the first failure.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let mut failed = None;
+        for running in self.services {
+            let label = running.service.label();
+            match running.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed = failed.or(Some(error.context(label))),
+                Err(error) => failed = failed.or(Some(anyhow::Error::new(error).context(label))),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+impl Session {
+    fn unsigned(account: &SeedAccount) -> Self {
+        Session {
+            email: account.email.clone(),
+            password: account.password.clone(),
+            token: String::new(),
+        }
+    }
+}
+
+/// Where each service's data, keys and ports go.
+struct Placement<'a> {
+    storage: &'a Storage,
+    ports: Ports,
+    keys: &'a DevKeys,
+}
+
+impl Placement<'_> {
+    /// Database, verifying keys and metrics port of one service.
+    fn configure(&self, service: Service, database_url: &mut String, serve: &mut ServeArgs) {
+        *database_url = match self.storage {
+            Storage::Dir(dir) => {
+                format!("sqlite://{}/{}.db?mode=rwc", dir.display(), service.label())
+            }
+            Storage::Ephemeral => "sqlite::memory:".to_owned(),
+        };
+        serve.jwt_jwks_file = self.keys.jwks_file.clone();
+        serve.metrics_listen = match self.ports {
+            Ports::Standard => Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                service.standard_port() + 100,
+            ))),
+            Ports::Any => None,
+        };
+    }
+
+    /// Binds the service's port and starts serving on it.
+    async fn spawn<F>(
+        &self,
+        service: Service,
+        metrics: Option<SocketAddr>,
+        serve: impl FnOnce(TcpListener) -> F,
+    ) -> anyhow::Result<Running>
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let port = match self.ports {
+            Ports::Standard => service.standard_port(),
+            Ports::Any => 0,
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "binding the {} service to {addr} (is another suite running?)",
+                service.label()
+            )
+        })?;
+        Ok(Running {
+            service,
+            addr: listener.local_addr()?,
+            metrics,
+            task: tokio::spawn(serve(listener)),
+        })
+    }
+}
+
+/// A lazily connecting plaintext channel to `addr`.
+pub fn channel_to(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a socket address is a valid URI")
+        .connect_lazy()
 }

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::auth::Role;
+use anyhow::Context;
+
+use crate::seed::SeedAccount;
 
 /// The user service: accounts, passwords and access tokens.
 #[derive(clap::Parser, Clone, Debug)]
@@ -44,9 +48,32 @@ pub struct UserConfig {
     #[arg(long, env = "AGORA_ACCESS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
 
+    /// Email of an admin account to make at start-up if no account has it
+    /// yet (a deployment's first admin). Needs the password file too.
+    #[arg(
+        long,
+        env = "AGORA_BOOTSTRAP_ADMIN_EMAIL",
+        requires = "bootstrap_admin_password_file"
+    )]
+    pub bootstrap_admin_email: Option<String>,
+
+    /// File holding that admin's password (a mounted Secret, say); a final
+    /// newline is ignored.
+    #[arg(
+        long,
+        env = "AGORA_BOOTSTRAP_ADMIN_PASSWORD_FILE",
+        requires = "bootstrap_admin_email"
+    )]
+    pub bootstrap_admin_password_file: Option<PathBuf>,
+
     /// Apply the database migrations, then exit (for a deployment's migration job).
     #[arg(long)]
     pub migrate_only: bool,
+
+    /// Accounts to make at start-up, set by code (the development suite's
+    /// demo accounts) rather than by flags.
+    #[arg(skip)]
+    pub seed_accounts: Vec<SeedAccount>,
 
     /// Settings shared by every Agora service.
     #[command(flatten)]
@@ -59,5 +86,28 @@ impl UserConfig {
     /// environment.
     pub fn defaults() -> Self {
         <Self as clap::Parser>::parse_from(["agora-user"])
+    }
+
+    /// Every account to seed: [`Self::seed_accounts`] plus the bootstrap admin.
+    pub fn all_seed_accounts(&self) -> anyhow::Result<Vec<SeedAccount>> {
+        let mut accounts = self.seed_accounts.clone();
+        if let (Some(email), Some(path)) = (
+            &self.bootstrap_admin_email,
+            &self.bootstrap_admin_password_file,
+        ) {
+            let password = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "reading the bootstrap admin password from {}",
+                    path.display()
+                )
+            })?;
+            accounts.push(SeedAccount {
+                email: email.clone(),
+                display_name: "Administrator".to_owned(),
+                role: Role::Admin,
+                password: password.trim_end_matches(['\r', '\n']).to_owned(),
+            });
+        }
+        Ok(accounts)
     }
 }

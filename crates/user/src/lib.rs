@@ -4,6 +4,7 @@
 //! - [`domain`]: parsed value types (ids, emails, names, passwords).
 //! - [`store`]: the `users` table.
 //! - [`grpc`]: the `agora.user.v1.UserService` adapter and its access policy.
+//! - [`seed`]: accounts made at start-up (a first admin, demo accounts).
 //! - [`config`]: flags and environment variables.
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod password;
+pub mod seed;
 pub mod store;
 
 use std::future::Future;
@@ -84,16 +86,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let database = open_database(&config).await?;
+    let store = store::UserStore::new(database.clone());
+    for account in config.all_seed_accounts()? {
+        seed::ensure(&store, &account).await?;
+    }
     let token_settings = config.serve.token_settings();
     let issuer = TokenIssuer::new(&keys.signing, token_settings.clone())?;
     let verifier = TokenVerifier::new(keys.verifying, &token_settings);
-    let api = grpc::UserApi::new(
-        store::UserStore::new(database.clone()),
-        issuer,
-        config.access_token_ttl,
-    )
-    .await
-    .context("starting the user service")?;
+    let api = grpc::UserApi::new(store, issuer, config.access_token_ttl)
+        .await
+        .context("starting the user service")?;
 
     let metrics_listener = match config.serve.metrics_listen {
         Some(address) => Some(

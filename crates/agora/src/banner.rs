@@ -1,0 +1,75 @@
+//! The banner `cargo run` prints once every service answers SERVING: where
+//! each service is, the ready accounts and tokens, and a grpcurl walkthrough
+//! whose every line runs as printed (it needs grpcurl, jq and uuidgen).
+
+use crate::suite::{Service, Suite};
+
+/// Prints the banner for `suite` to standard output.
+pub fn print(suite: &Suite) {
+    println!("{}", render(suite));
+}
+
+/// The banner's text.
+pub fn render(suite: &Suite) -> String {
+    let user = suite.addr(Service::User);
+    let order = suite.addr(Service::Order);
+    let inventory = suite.addr(Service::Inventory);
+    let mut text = format!(
+        "\nAgora is up: all four services SERVING after {:.0?}. Ctrl-C stops them.\n\n",
+        suite.startup
+    );
+    for running in &suite.services {
+        let metrics = running
+            .metrics
+            .map(|m| format!("metrics http://{m}/metrics"))
+            .unwrap_or_default();
+        text += &format!(
+            "  {:<10} {:<16} {:<37} SERVING   {metrics}\n",
+            running.service.label(),
+            running.addr,
+            running.service.grpc_name()
+        );
+    }
+    let kept = suite
+        .passwords_file
+        .as_ref()
+        .map(|file| format!("kept in {}", file.display()))
+        .unwrap_or_else(|| "in memory: --ephemeral".to_owned());
+    text += &format!(
+        r#"
+Accounts (passwords {kept}):
+  admin     {admin_email:<22} {admin_password}
+  customer  {customer_email:<22} {customer_password}
+
+Ready tokens (12 h; more with `cargo run -- token`):
+  export ADMIN_TOKEN={admin_token}
+  export TOKEN={customer_token}
+
+Walk through it with grpcurl (`cargo run -- demo` does the same for you):
+  grpcurl -plaintext {user} list
+  grpcurl -plaintext -d '{{"page_size":10}}' {inventory} agora.inventory.v1.InventoryService/ListProducts
+  ORDER=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
+    -d '{{"lines":[{{"sku":"SKU-MUG","quantity":2}}],"payment_method_token":"tok_visa","request_id":"'$(uuidgen)'"}}' \
+    {order} agora.order.v1.OrderService/PlaceOrder | jq -r .order.orderId)
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"'$ORDER'"}}' {order} agora.order.v1.OrderService/WatchOrder
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d '{{"order_id":"'$ORDER'","reason":"changed my mind"}}' \
+    {order} agora.order.v1.OrderService/CancelOrder
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
+    -d '{{"lines":[{{"sku":"SKU-TEE","quantity":1}}],"payment_method_token":"tok_declined","request_id":"'$(uuidgen)'"}}' \
+    {order} agora.order.v1.OrderService/PlaceOrder
+
+As the admin:
+  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" {user} agora.user.v1.UserService/ListUsers
+  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" \
+    -d '{{"sku":"SKU-MUG","delta":5,"reason":"restock","request_id":"'$(uuidgen)'"}}' \
+    {inventory} agora.inventory.v1.InventoryService/AdjustStock
+"#,
+        admin_email = suite.admin.email,
+        admin_password = suite.admin.password,
+        customer_email = suite.customer.email,
+        customer_password = suite.customer.password,
+        admin_token = suite.admin.token,
+        customer_token = suite.customer.token,
+    );
+    text
+}
