@@ -143,7 +143,8 @@ struct Server {
     addr: SocketAddr,
 }
 
-/// Rounds of throughput over every server in turn, then latency and memory.
+/// Rounds over every server in turn (throughput and CPU, then latency at a
+/// fixed rate), then memory; each figure is the median over the rounds.
 fn measure_all(
     servers: &[Server],
     args: &RunArgs,
@@ -158,7 +159,7 @@ fn measure_all(
     for server in servers {
         check_answers(server.addr, token)?;
     }
-    let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); servers.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
     for round in 1..=args.rounds {
         for (index, server) in servers.iter().enumerate() {
             eprintln!("round {round}/{}: {}", args.rounds, server.stack.name());
@@ -181,46 +182,61 @@ fn measure_all(
             let used = Snapshot::take(pid)?.since(&before);
             ensure_answered(server.stack, &report)?;
             let calls = report.succeeded as f64;
-            samples[index].push((
-                calls / report.elapsed.as_secs_f64(),
-                used.cpu.as_secs_f64() / calls,
-                used.write_syscalls as f64 / calls,
-            ));
+
+            // Latency at a fixed, moderate rate (open loop): what a lone call
+            // waits, where coalescing must not add delay.
+            let log = work.join(format!("latency-{}-{round}.log", server.stack.name()));
+            let latency_connections = 4;
+            let latency = h2load::Load {
+                url: &urls[index],
+                frame,
+                token,
+                connections: latency_connections,
+                streams: 1,
+                duration: Duration::from_secs(args.seconds),
+                rate_per_connection: Some(args.latency_rate / latency_connections),
+                log_file: Some(&log),
+                cpu: args.load_cpu,
+            };
+            let latency_report = h2load::run(&latency)?;
+            ensure_answered(server.stack, &latency_report)?;
+            let (p50, p99) = h2load::percentiles(&log)?;
+            samples[index].push(Sample {
+                calls_per_second: calls / report.elapsed.as_secs_f64(),
+                cpu_per_call: used.cpu.as_secs_f64() / calls,
+                writes_per_reply: used.write_syscalls as f64 / calls,
+                p50: p50.as_secs_f64(),
+                p99: p99.as_secs_f64(),
+            });
         }
     }
     let mut results = Vec::new();
     for (index, server) in servers.iter().enumerate() {
-        eprintln!("latency: {}", server.stack.name());
-        let log = work.join(format!("latency-{}.log", server.stack.name()));
-        let latency_connections = 4;
-        let latency = h2load::Load {
-            url: &urls[index],
-            frame,
-            token,
-            connections: latency_connections,
-            streams: 1,
-            duration: Duration::from_secs(args.seconds),
-            rate_per_connection: Some(args.latency_rate / latency_connections),
-            log_file: Some(&log),
-            cpu: args.load_cpu,
-        };
-        let report = h2load::run(&latency)?;
-        ensure_answered(server.stack, &report)?;
-        let (p50, p99) = h2load::percentiles(&log)?;
         let (rss_kib, peak_rss_kib) = proc_stats::memory_kib(server.child.id())?;
         let rounds = &samples[index];
+        let median_of = |f: fn(&Sample) -> f64| median(rounds.iter().map(f));
         results.push(Measurement {
             stack: server.stack,
-            calls_per_second: median(rounds.iter().map(|s| s.0)),
-            cpu_per_call: Duration::from_secs_f64(median(rounds.iter().map(|s| s.1))),
-            writes_per_reply: median(rounds.iter().map(|s| s.2)),
-            p50,
-            p99,
+            calls_per_second: median_of(|s| s.calls_per_second),
+            cpu_per_call: Duration::from_secs_f64(median_of(|s| s.cpu_per_call)),
+            writes_per_reply: median_of(|s| s.writes_per_reply),
+            p50: Duration::from_secs_f64(median_of(|s| s.p50)),
+            p99: Duration::from_secs_f64(median_of(|s| s.p99)),
             rss_kib,
             peak_rss_kib,
         });
     }
     Ok(results)
+}
+
+/// What one stack measured in one round.
+#[derive(Clone, Debug)]
+struct Sample {
+    calls_per_second: f64,
+    cpu_per_call: f64,
+    writes_per_reply: f64,
+    p50: f64,
+    p99: f64,
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
@@ -338,13 +354,14 @@ fn print_report(args: &RunArgs, results: &[Measurement]) {
         return;
     };
     println!(
-        "\nUnary GetUser, servers on CPU {} (1 worker thread each), h2load on CPU {}: medians of {} rounds of {} s per stack at {} connections x {} streams; latency at {} calls/s over 4 connections.\n",
+        "\nUnary GetUser, servers on CPU {} (1 worker thread each), h2load on CPU {}: medians of {} rounds of {} s per stack at {} connections x {} streams, then {} s at {} calls/s over 4 connections for latency.\n",
         args.server_cpu,
         args.load_cpu,
         args.rounds,
         args.seconds,
         args.connections,
         args.streams,
+        args.seconds,
         args.latency_rate
     );
     println!(
