@@ -6,12 +6,11 @@ use std::path::PathBuf;
 
 use agora_interceptors::auth::{KeySet, TokenSettings, TokenVerifier};
 use agora_interceptors::telemetry::{self, LogFormat};
-use agora_interceptors::transport::ServerIo;
+use agora_interceptors::transport::{KillSwitch, ServerIo};
 use agora_interceptors::{ServeArgs, ServiceHost, shutdown};
 use agora_proto::user::v1::user_service_server::UserServiceServer;
 use futures::StreamExt as _;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -76,7 +75,7 @@ pub fn run(stack: Stack, jwks: PathBuf) -> anyhow::Result<()> {
                     .await?;
             }
             Stack::Coalesced => {
-                let kill = CancellationToken::new();
+                let kill = KillSwitch::new();
                 let incoming =
                     TcpIncoming::from(listener)
                         .with_nodelay(Some(true))
