@@ -10,14 +10,15 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::{Either, Ready, ready};
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
@@ -27,6 +28,15 @@ use crate::auth::Principal;
 
 type HttpResponse = http::Response<tonic::body::Body>;
 
+/// Per-caller token buckets. foldhash instead of the default SipHash: it is
+/// looked up on every call, and the keys are verified subjects or peer
+/// addresses, not strings a caller can choose freely.
+type KeyedLimiter = DefaultKeyedRateLimiter<
+    CallerKey,
+    NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+    foldhash::fast::RandomState,
+>;
+
 // === concurrency limit ===
 
 /// Serves at most `limit` calls at once and refuses the rest at once with
@@ -34,17 +44,61 @@ type HttpResponse = http::Response<tonic::body::Body>;
 ///
 /// Written here rather than taken from tower: `tower::load_shed` reports an
 /// `Overloaded` error that tonic turns into UNKNOWN, not RESOURCE_EXHAUSTED.
+/// The count is one atomic, not a `tokio::sync::Semaphore`, whose permits
+/// take a mutex to give back (a measurable part of every call, since nothing
+/// here ever waits for a permit).
 #[derive(Clone, Debug)]
 pub struct ConcurrencyLimitLayer {
-    permits: Arc<Semaphore>,
+    permits: Arc<InFlight>,
 }
 
 impl ConcurrencyLimitLayer {
     /// At most `limit` calls in flight.
     pub fn new(limit: usize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(limit.max(1))),
+            permits: Arc::new(InFlight {
+                count: AtomicUsize::new(0),
+                limit: limit.max(1),
+            }),
         }
+    }
+}
+
+/// Calls in flight, and the most allowed at once.
+#[derive(Debug)]
+pub struct InFlight {
+    count: AtomicUsize,
+    limit: usize,
+}
+
+impl InFlight {
+    /// A place for one more call, unless all are taken.
+    fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut current = self.count.load(Ordering::Relaxed);
+        loop {
+            if current >= self.limit {
+                return None;
+            }
+            match self.count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Permit(self.clone())),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// One call's place among the limit, given back when dropped.
+#[derive(Debug)]
+pub struct Permit(Arc<InFlight>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -63,7 +117,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
 #[derive(Clone, Debug)]
 pub struct ConcurrencyLimit<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    permits: Arc<InFlight>,
 }
 
 impl<S, B> Service<http::Request<B>> for ConcurrencyLimit<S>
@@ -80,12 +134,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Either::Right(HoldPermit {
+        match self.permits.try_acquire() {
+            Some(permit) => Either::Right(HoldPermit {
                 inner: self.inner.call(request),
                 _permit: permit,
             }),
-            Err(_) => Either::Left(ready(Ok(resource_exhausted(
+            None => Either::Left(ready(Ok(resource_exhausted(
                 "OVERLOADED",
                 "the server is at its concurrency limit; retry with backoff",
                 Duration::from_millis(100),
@@ -100,7 +154,7 @@ pin_project_lite::pin_project! {
     pub struct HoldPermit<F> {
         #[pin]
         inner: F,
-        _permit: OwnedSemaphorePermit,
+        _permit: Permit,
     }
 }
 
@@ -120,7 +174,7 @@ impl<F: std::future::Future> std::future::Future for HoldPermit<F> {
 /// principal.
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    limiter: Option<Arc<KeyedLimiter>>,
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -136,8 +190,10 @@ impl RateLimitLayer {
     pub fn new(per_second: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(per_second).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(rate);
-            let limiter = Arc::new(RateLimiter::keyed(
+            let limiter = Arc::new(RateLimiter::dashmap_with_clock_and_hasher(
                 Quota::per_second(rate).allow_burst(burst),
+                DefaultClock::default(),
+                foldhash::fast::RandomState::default(),
             ));
             // Forget idle callers now and then so the key map stays small.
             let weak = Arc::downgrade(&limiter);
@@ -173,7 +229,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    limiter: Option<Arc<KeyedLimiter>>,
 }
 
 impl<S, B> Service<http::Request<B>> for RateLimit<S>
@@ -211,22 +267,30 @@ where
 /// The rate-limit key of a request: its principal, else its peer address; `None`
 /// for service-role callers, which are Agora's own services and are bounded by
 /// the concurrency limit instead (a saga must not be throttled as one user).
-fn caller_key<B>(request: &http::Request<B>) -> Option<String> {
+fn caller_key<B>(request: &http::Request<B>) -> Option<CallerKey> {
     if let Some(principal) = request.extensions().get::<Principal>() {
         if principal.role == crate::auth::Role::Service {
             return None;
         }
-        return Some(format!("sub:{}", principal.subject));
+        return Some(CallerKey::Subject(principal.subject.clone()));
     }
     let ip: Option<IpAddr> = request
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(|info| info.remote_addr())
         .map(|addr| addr.ip());
-    Some(match ip {
-        Some(ip) => format!("ip:{ip}"),
-        None => "anonymous".to_owned(),
-    })
+    Some(ip.map_or(CallerKey::Anonymous, CallerKey::Peer))
+}
+
+/// Whose budget a call spends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum CallerKey {
+    /// A verified principal's subject.
+    Subject(String),
+    /// An unauthenticated caller's address.
+    Peer(IpAddr),
+    /// An unauthenticated caller whose address is unknown.
+    Anonymous,
 }
 
 // === panic guard ===

@@ -20,10 +20,14 @@ pub trait Outcome: Send + Unpin + 'static {
     fn finish(&mut self, code: Code);
 }
 
+/// The `grpc-status` header name, parsed once: a lookup by `&str` validates
+/// and classifies the name again on every call.
+pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The code in a `grpc-status` header or trailer, if there is one.
 pub fn code_from_headers(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 

@@ -36,7 +36,7 @@ use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use crate::message_size::MessageSizeLayer;
 use crate::metrics::{GrpcMetrics, MetricsLayer, serve_metrics};
 use crate::trace::TraceLayer;
-use crate::transport::ServerIo;
+use crate::transport::{KillSwitch, ServerIo};
 
 /// The fully-qualified names of the health and reflection services.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -175,7 +175,7 @@ impl ServiceHost {
             None => health.set_all_serving(true),
         }
 
-        let kill_connections = CancellationToken::new();
+        let kill_connections = KillSwitch::new();
         let draining = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let incoming = {
@@ -198,8 +198,6 @@ impl ServiceHost {
         };
 
         // Outermost first; each layer sees what the ones above it let through.
-        // Metrics outermost, so calls refused below (shed, unauthenticated,
-        // rate limited) are counted too.
         let metrics_layer = self
             .metrics_listener
             .is_some()
@@ -220,8 +218,10 @@ impl ServiceHost {
         let server = builder
             // Outermost: the span covers everything the call costs, and every
             // log line below it carries the trace id.
-            .layer(TraceLayer::new())
-            .layer(tower::util::option_layer(metrics_layer))
+            // It records the call's metrics too (one observation for both),
+            // so calls refused below (shed, unauthenticated, rate limited)
+            // are counted.
+            .layer(TraceLayer::new().with_metrics(metrics_layer))
             // Every call, refused ones included, gets its deadline and request id
             // before anything else looks at it.
             .layer(DeadlineLayer::new(self.settings.default_deadline))
@@ -249,7 +249,7 @@ impl ServiceHost {
             result = &mut server => result?,
             () = async { draining.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "calls still open after the grace period; closing connections");
-                kill_connections.cancel();
+                kill_connections.pull();
                 server.await?;
             }
         }

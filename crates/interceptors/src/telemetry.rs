@@ -13,6 +13,7 @@
 //!   are still made and propagated, so logs and downstream calls share them.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
@@ -44,6 +45,15 @@ const EXPORT_QUEUE: usize = 16_384;
 
 /// The provider installed by [`init`] or [`install_otlp`], kept to flush it.
 static PROVIDER: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+
+/// Whether spans are exported (an OTLP provider is installed).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. When not, the trace layers skip building SDK
+/// spans (nothing would record them) and only make and pass on the ids.
+pub fn is_exporting() -> bool {
+    EXPORTING.load(Ordering::Acquire)
+}
 
 /// Installs the global log subscriber and tracer provider. Safe to call more
 /// than once (later calls change nothing), so tests and the suite launcher
@@ -79,11 +89,15 @@ pub fn init_with_filter(format: LogFormat, default_filter: &str) {
 fn init_logs(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Standard error, like grpc-go's logger: standard output stays for what
+    // a command prints (`TOKEN=$(agora token)` must capture the token only).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => {
             // Colours only on a terminal, for the message and its fields alike.
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
             builder
                 .with_ansi(ansi)
                 .event_format(WithCallIds::new(
@@ -120,6 +134,7 @@ pub fn install_otlp(endpoint: &str) -> anyhow::Result<()> {
         .with_resource(resource())
         .build();
     install(provider);
+    EXPORTING.store(true, Ordering::Release);
     Ok(())
 }
 

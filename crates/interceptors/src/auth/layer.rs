@@ -119,8 +119,9 @@ fn bearer_token<B>(request: &http::Request<B>) -> Result<&str, AuthError> {
     let (scheme, token) = value
         .split_once(' ')
         .ok_or(AuthError::Invalid("authorization is not a bearer token"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(AuthError::Invalid("authorization is not a bearer token"));
     }
-    Ok(token.trim())
+    Ok(token)
 }

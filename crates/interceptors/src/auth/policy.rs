@@ -52,7 +52,8 @@ pub enum Lookup {
 /// Every rule of every service on one port, keyed by gRPC path.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyTable {
-    methods: HashMap<String, Access>,
+    /// foldhash: looked up by path on every call.
+    methods: HashMap<String, Access, foldhash::fast::RandomState>,
     public_services: Vec<&'static str>,
     services: Vec<&'static str>,
 }

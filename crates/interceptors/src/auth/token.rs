@@ -145,8 +145,25 @@ pub enum AuthError {
 /// is cleared of expired entries, then emptied if still full.
 const CACHE_CAPACITY: usize = 10_000;
 
+type TokenCache = HashMap<CacheKey, CachedToken, foldhash::fast::RandomState>;
+
+/// The last bytes of a token: part of its Ed25519 signature, which differs
+/// between any two tokens, so a short key that is cheap to hash. The entry
+/// keeps the whole token and a hit must match it exactly; only tokens whose
+/// signature verified are ever inserted.
+type CacheKey = [u8; 32];
+
+fn cache_key(token: &str) -> CacheKey {
+    let bytes = token.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(32)..];
+    let mut key = [0; 32];
+    key[..tail.len()].copy_from_slice(tail);
+    key
+}
+
 #[derive(Clone)]
 struct CachedToken {
+    token: String,
     principal: Principal,
     exp: u64,
     nbf: u64,
@@ -158,7 +175,9 @@ pub struct TokenVerifier {
     keys: Arc<KeySet>,
     validation: Arc<Validation>,
     leeway: u64,
-    cache: Arc<Mutex<HashMap<String, CachedToken>>>,
+    /// Verified tokens by [`cache_key`]. Hashing a whole token (a few hundred
+    /// bytes) with SipHash was the layers' largest single cost per call.
+    cache: Arc<Mutex<TokenCache>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -184,17 +203,15 @@ impl TokenVerifier {
             keys: Arc::new(keys),
             validation: Arc::new(validation),
             leeway: settings.leeway.as_secs(),
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(TokenCache::default())),
         }
     }
 
     /// The verified caller a token speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = unix_seconds(SystemTime::now());
-        if let Some(hit) = self.cached(token) {
-            return self
-                .check_times(hit.exp, hit.nbf, now)
-                .map(|()| hit.principal);
+        if let Some((principal, exp, nbf)) = self.cached(token) {
+            return self.check_times(exp, nbf, now).map(|()| principal);
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Invalid("malformed token"))?;
@@ -243,9 +260,13 @@ impl TokenVerifier {
         Ok(())
     }
 
-    fn cached(&self, token: &str) -> Option<CachedToken> {
+    /// The cached principal of `token` and its validity window.
+    fn cached(&self, token: &str) -> Option<(Principal, u64, u64)> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(token).cloned()
+        cache
+            .get(&cache_key(token))
+            .filter(|entry| entry.token == token)
+            .map(|entry| (entry.principal.clone(), entry.exp, entry.nbf))
     }
 
     fn remember(&self, token: &str, principal: &Principal, exp: u64, nbf: u64, now: u64) {
@@ -257,8 +278,9 @@ impl TokenVerifier {
             }
         }
         cache.insert(
-            token.to_owned(),
+            cache_key(token),
             CachedToken {
+                token: token.to_owned(),
                 principal: principal.clone(),
                 exp,
                 nbf,

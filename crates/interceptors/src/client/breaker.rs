@@ -219,7 +219,11 @@ where
 fn classify(result: &Result<Response, BoxError>) -> Outcome {
     match result {
         Err(_) => Outcome::Failure,
-        Ok(response) => match response.headers().get("grpc-status").map(|v| v.as_bytes()) {
+        Ok(response) => match response
+            .headers()
+            .get(crate::observe::GRPC_STATUS)
+            .map(|v| v.as_bytes())
+        {
             Some(b"14") | Some(b"4") => Outcome::Failure,
             _ => Outcome::Success,
         },

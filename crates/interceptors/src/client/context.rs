@@ -8,19 +8,22 @@
 //! [`CallContext::scope`] explicitly.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use tokio::time::Instant;
 
 /// The header carrying the id that ties one user request together across hops.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What a served call passes on to its downstream calls.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallContext {
     /// When the caller stops waiting; downstream calls must finish before it.
     pub deadline: Instant,
-    /// The caller's `x-request-id`, or one generated at the edge.
-    pub request_id: String,
+    /// The caller's `x-request-id`; when it sent none, one is made the first
+    /// time something asks (a log line, a downstream call), so the many calls
+    /// that need none do not pay for one.
+    request_id: OnceLock<String>,
 }
 
 tokio::task_local! {
@@ -29,6 +32,24 @@ tokio::task_local! {
 }
 
 impl CallContext {
+    /// A context ending at `deadline`, carrying `request_id` if the caller
+    /// sent one.
+    pub fn new(deadline: Instant, request_id: Option<String>) -> Self {
+        let lazy = OnceLock::new();
+        if let Some(id) = request_id {
+            let _ = lazy.set(id);
+        }
+        Self {
+            deadline,
+            request_id: lazy,
+        }
+    }
+
+    /// The request id, made now if there is none yet.
+    pub fn request_id(&self) -> &str {
+        self.request_id.get_or_init(new_request_id)
+    }
+
     /// Runs `future` with this context visible to [`current_deadline`] and
     /// [`current_request_id`].
     pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
@@ -44,13 +65,19 @@ pub fn current_deadline() -> Option<Instant> {
 /// The request id of the call being served on this task, if any.
 pub fn current_request_id() -> Option<String> {
     CALL_CONTEXT
-        .try_with(|context| context.request_id.clone())
+        .try_with(|context| context.request_id().to_owned())
         .ok()
 }
 
 /// A fresh request id: a UUIDv7, so ids sort by creation time in logs.
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    // Encoded by hand rather than through `Display`: the formatting machinery
+    // costs more than the id itself, on every call served.
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// The deadline a client call carries down the stack (set by the outermost

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// The header carrying a call's remaining time.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// The largest value the protocol allows (eight digits).
 const MAX_VALUE: u64 = 99_999_999;

@@ -212,7 +212,7 @@ fn is_unavailable(result: &Result<Response, BoxError>) -> bool {
     match result {
         Ok(response) => response
             .headers()
-            .get("grpc-status")
+            .get(crate::observe::GRPC_STATUS)
             .is_some_and(|status| status.as_bytes() == UNAVAILABLE.as_bytes()),
         Err(_) => true,
     }

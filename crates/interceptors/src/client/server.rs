@@ -16,12 +16,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
 use tokio::time::Instant;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::context::{CallContext, REQUEST_ID, new_request_id};
+use super::context::{CallContext, REQUEST_ID};
 use super::grpc_timeout::{self, GRPC_TIMEOUT};
 
 /// Sets, propagates and enforces each served call's deadline and request id.
@@ -69,7 +68,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let timeout = request
             .headers()
             .get(GRPC_TIMEOUT)
@@ -77,11 +76,7 @@ where
             .and_then(grpc_timeout::parse)
             .unwrap_or(self.default);
         let deadline = Instant::now() + timeout;
-        let request_id = incoming_request_id(&mut request);
-        let context = CallContext {
-            deadline,
-            request_id,
-        };
+        let context = CallContext::new(deadline, incoming_request_id(&request));
         let call = self.inner.call(request);
         Box::pin(context.scope(within_deadline(call, deadline)))
     }
@@ -122,20 +117,13 @@ fn expired() -> http::Response<tonic::body::Body> {
     Status::deadline_exceeded("deadline exceeded while serving the call").into_http()
 }
 
-/// The caller's request id, or a new one written into the request so the
-/// handler and its logs see the same id the downstreams will.
-fn incoming_request_id<B>(request: &mut http::Request<B>) -> String {
-    let given = request
+/// The caller's request id, if it sent one (else the call's context makes
+/// one when first asked).
+fn incoming_request_id<B>(request: &http::Request<B>) -> Option<String> {
+    request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty());
-    if let Some(id) = given {
-        return id.to_owned();
-    }
-    let id = new_request_id();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        request.headers_mut().insert(REQUEST_ID, value);
-    }
-    id
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
 }

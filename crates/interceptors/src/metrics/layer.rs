@@ -39,6 +39,14 @@ impl MetricsLayer {
     }
 }
 
+impl MetricsLayer {
+    /// Starts recording one call of `path`, for a layer that observes its
+    /// calls itself ([`crate::trace::TraceLayer::with_metrics`]).
+    pub fn start_call(&self, path: &str) -> Call {
+        self.table.start(path)
+    }
+}
+
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
 

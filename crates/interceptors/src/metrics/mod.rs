@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 pub use endpoint::{CONTENT_TYPE, serve_metrics};
 pub use layer::{ClientMetricsLayer, MetricsLayer, MetricsService};
 pub use methods::{MethodInfo, MethodType};
+pub use recorder::Call;
 
 use crate::db::Database;
 use pool::PoolCollector;

@@ -155,7 +155,8 @@ impl MethodHandles {
 /// Every known method of one side by path, plus the one `unknown` entry.
 #[derive(Debug)]
 pub struct MethodTable {
-    by_path: HashMap<Box<str>, Arc<MethodHandles>>,
+    /// foldhash: looked up by path on every call.
+    by_path: HashMap<Box<str>, Arc<MethodHandles>, foldhash::fast::RandomState>,
     unknown: Arc<MethodHandles>,
 }
 

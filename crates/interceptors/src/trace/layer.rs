@@ -12,12 +12,15 @@ use tower::{Layer, Service};
 
 use super::propagation;
 use super::span::RpcSpan;
-use crate::observe::ObservedFuture;
+use crate::metrics::{Call, MetricsLayer};
+use crate::observe::{ObservedFuture, Outcome};
 
-/// Opens a SERVER span for every call, continuing the caller's trace.
+/// Opens a SERVER span for every call, continuing the caller's trace; with
+/// [`TraceLayer::with_metrics`], records the call's metrics too.
 #[derive(Clone)]
 pub struct TraceLayer {
     tracer: Arc<BoxedTracer>,
+    metrics: Option<MetricsLayer>,
 }
 
 impl std::fmt::Debug for TraceLayer {
@@ -32,7 +35,17 @@ impl TraceLayer {
     pub fn new() -> Self {
         Self {
             tracer: Arc::new(super::tracer()),
+            metrics: None,
         }
+    }
+
+    /// Also records each call's metrics, from the same observation of how it
+    /// ended: the metrics layer on its own would wrap every call's future and
+    /// body a second time and read its status twice (measured: a few percent
+    /// of a bare call; BENCHMARKS.md).
+    pub fn with_metrics(mut self, metrics: Option<MetricsLayer>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -49,6 +62,7 @@ impl<S> Layer<S> for TraceLayer {
         TraceService {
             inner,
             tracer: self.tracer.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -58,6 +72,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct TraceService<S> {
     inner: S,
     tracer: Arc<BoxedTracer>,
+    metrics: Option<MetricsLayer>,
 }
 
 impl<S> std::fmt::Debug for TraceService<S> {
@@ -72,7 +87,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = ObservedFuture<WithContext<S::Future>, RpcSpan>;
+    type Future = ObservedFuture<WithContext<S::Future>, ServedCall>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -80,7 +95,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let parent = propagation::extract(request.headers());
-        let span = RpcSpan::server(&*self.tracer, request.uri().path(), &parent);
+        let path = request.uri().path();
+        let span = RpcSpan::server(&*self.tracer, path, &parent);
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.start_call(path));
         let context = span.context().clone();
         // Current while the handler runs, so downstream calls continue the
         // trace and log lines name it (`crate::log_ids`).
@@ -90,10 +110,27 @@ where
         };
         ObservedFuture::new(
             future.with_context(context),
-            span,
+            ServedCall { span, metrics },
             // A server's own stack failing is none of the caller's doing.
             Code::Unknown,
         )
+    }
+}
+
+/// What a served call reports when it ends: its span, and its metrics when
+/// they are on.
+#[derive(Debug)]
+pub struct ServedCall {
+    span: RpcSpan,
+    metrics: Option<Call>,
+}
+
+impl Outcome for ServedCall {
+    fn finish(&mut self, code: Code) {
+        if let Some(metrics) = &mut self.metrics {
+            metrics.finish(code);
+        }
+        self.span.finish(code);
     }
 }
 

@@ -23,9 +23,19 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
 
+/// The W3C names, parsed once: the propagator asks by `&str` on every call,
+/// and a lookup by `&str` validates the name again each time.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+        let value = match key {
+            "traceparent" => self.0.get(TRACEPARENT),
+            "tracestate" => self.0.get(TRACESTATE),
+            other => self.0.get(other),
+        };
+        value.and_then(|value| value.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -175,11 +175,13 @@ impl Saga {
         let inner = self.inner.clone();
         // The saga's downstream calls carry the starting call's request id
         // (and trace), but never its deadline: the saga outlives the call.
-        let context = CallContext {
-            deadline: tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600),
-            request_id: agora_interceptors::client::current_request_id()
-                .unwrap_or_else(agora_interceptors::client::new_request_id),
-        };
+        let context = CallContext::new(
+            tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600),
+            Some(
+                agora_interceptors::client::current_request_id()
+                    .unwrap_or_else(agora_interceptors::client::new_request_id),
+            ),
+        );
         let span = tracing::info_span!("saga", order_id = %order);
         // The trace of the call that started the saga (PlaceOrder, CancelOrder)
         // goes on into every downstream call the saga makes, so one order is
