@@ -23,7 +23,7 @@ pub struct Cli {
 
     /// Keep everything in memory (SQLite and keys): nothing is written under
     /// the data folder and nothing survives the process.
-    #[arg(long, env = "AGORA_EPHEMERAL")]
+    #[arg(long, env = "AGORA_EPHEMERAL", global = true)]
     pub ephemeral: bool,
 
     /// Log format: "pretty" or "json".

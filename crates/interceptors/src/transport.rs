@@ -107,13 +107,57 @@ pub struct ServerIo {
     kill_waker: Option<Waker>,
     pending: BytesMut,
     burst: Burst,
+    yields: YieldPolicy,
+    coalesce: bool,
+}
+
+/// Whether a burst should yield before it is written: yes, unless recent
+/// yields gained nothing (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct YieldPolicy {
     /// Yields in a row that gained nothing.
     fruitless: u8,
     /// Bursts still to write without yielding.
     paused_for: u8,
     /// How long the next pause will be.
     next_pause: u8,
-    coalesce: bool,
+}
+
+impl Default for YieldPolicy {
+    fn default() -> Self {
+        Self {
+            fruitless: 0,
+            paused_for: 0,
+            next_pause: FIRST_PAUSE,
+        }
+    }
+}
+
+impl YieldPolicy {
+    /// Whether the burst about to be written should yield first.
+    fn should_yield(&mut self) -> bool {
+        if self.paused_for > 0 {
+            self.paused_for -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Notes whether a yield gained frames; pauses yielding after
+    /// [`FRUITLESS_LIMIT`] fruitless ones in a row.
+    fn record(&mut self, gained: bool) {
+        if gained {
+            self.fruitless = 0;
+            self.next_pause = FIRST_PAUSE;
+            return;
+        }
+        self.fruitless += 1;
+        if self.fruitless >= FRUITLESS_LIMIT {
+            self.fruitless = 0;
+            self.paused_for = self.next_pause;
+            self.next_pause = self.next_pause.saturating_mul(2).min(MAX_PAUSE);
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerIo {
@@ -136,26 +180,8 @@ impl ServerIo {
             kill_waker: None,
             pending: BytesMut::new(),
             burst: Burst::Idle,
-            fruitless: 0,
-            paused_for: 0,
-            next_pause: FIRST_PAUSE,
+            yields: YieldPolicy::default(),
             coalesce,
-        }
-    }
-
-    /// Notes whether a yield gained frames; pauses yielding after
-    /// [`FRUITLESS_LIMIT`] fruitless ones in a row.
-    fn count_yield(&mut self, gained: bool) {
-        if gained {
-            self.fruitless = 0;
-            self.next_pause = FIRST_PAUSE;
-            return;
-        }
-        self.fruitless += 1;
-        if self.fruitless >= FRUITLESS_LIMIT {
-            self.fruitless = 0;
-            self.paused_for = self.next_pause;
-            self.next_pause = self.next_pause.saturating_mul(2).min(MAX_PAUSE);
         }
     }
 
@@ -290,9 +316,9 @@ impl AsyncWrite for ServerIo {
         if self.pending.is_empty() {
             self.burst = Burst::Idle;
         } else {
-            match self.burst {
-                Burst::Idle if self.paused_for > 0 => {
-                    self.paused_for -= 1;
+            let burst = self.burst;
+            match burst {
+                Burst::Idle if !self.yields.should_yield() => {
                     self.burst = Burst::Writing;
                 }
                 Burst::Idle => {
@@ -307,7 +333,7 @@ impl AsyncWrite for ServerIo {
                 }
                 Burst::Yielded { buffered } => {
                     let gained = self.pending.len() > buffered;
-                    self.count_yield(gained);
+                    self.yields.record(gained);
                     self.burst = Burst::Writing;
                 }
                 Burst::Writing => {}
@@ -333,5 +359,55 @@ impl Connected for ServerIo {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The yields `policy` makes over `bursts` bursts when no yield gains.
+    fn yields_while_fruitless(policy: &mut YieldPolicy, bursts: usize) -> usize {
+        (0..bursts)
+            .filter(|_| {
+                let yielded = policy.should_yield();
+                if yielded {
+                    policy.record(false);
+                }
+                yielded
+            })
+            .count()
+    }
+
+    #[test]
+    fn fruitless_yields_back_off_doubling_up_to_the_cap() {
+        let mut policy = YieldPolicy::default();
+        // Two fruitless yields, then a pause of 4 bursts.
+        assert!(policy.should_yield());
+        policy.record(false);
+        assert!(policy.should_yield());
+        policy.record(false);
+        assert_eq!((0..4).filter(|_| policy.should_yield()).count(), 0);
+        assert!(policy.should_yield());
+        // Pauses double (8, 16, 32, 64, 64, …): over 1 000 bursts of a lone
+        // caller only a few dozen yield.
+        let yields = yields_while_fruitless(&mut YieldPolicy::default(), 1000);
+        assert!((20..=40).contains(&yields), "{yields} yields");
+        assert_eq!(policy.next_pause, 8);
+    }
+
+    #[test]
+    fn one_fruitful_yield_ends_the_backing_off() {
+        let mut policy = YieldPolicy::default();
+        yields_while_fruitless(&mut policy, 200);
+        assert_eq!(policy.next_pause, MAX_PAUSE);
+        while !policy.should_yield() {}
+        policy.record(true);
+        assert_eq!(policy, YieldPolicy::default());
+        // Under load every yield gains: every burst yields.
+        for _ in 0..100 {
+            assert!(policy.should_yield());
+            policy.record(true);
+        }
     }
 }
