@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agora_interceptors::config::PreboundListener;
 use agora_interceptors::{ServeArgs, health, shutdown};
 use agora_inventory::InventoryConfig;
 use agora_order::{OrderConfig, OrderKeys};
@@ -117,7 +118,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Where it serves `/metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
-    task: JoinHandle<anyhow::Result<()>>,
+    /// `None` once its outcome has been read (it ended during start-up).
+    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A seeded account, signed in.
@@ -187,7 +189,7 @@ impl Suite {
         };
 
         let mut user = UserConfig::defaults();
-        place.configure(Service::User, &mut user.database_url, &mut user.serve);
+        place.configure(Service::User, &mut user.database_url, &mut user.serve)?;
         user.access_token_ttl = DEV_TOKEN_TTL;
         user.seed_accounts = vec![accounts.admin.clone(), accounts.customer.clone()];
         let user_keys = UserKeys::with_verifying(keys.signing.clone(), keys.key_set.clone());
@@ -202,7 +204,7 @@ impl Suite {
             Service::Payment,
             &mut payment.database_url,
             &mut payment.serve,
-        );
+        )?;
         let key_set = keys.key_set.clone();
         let payment = place
             .spawn(Service::Payment, payment.serve.metrics_listen, |listener| {
@@ -215,7 +217,7 @@ impl Suite {
             Service::Inventory,
             &mut inventory.database_url,
             &mut inventory.serve,
-        );
+        )?;
         inventory.seed_demo = true;
         let key_set = keys.key_set.clone();
         let inventory = place
@@ -229,7 +231,7 @@ impl Suite {
         // Order calls the other three, wherever they ended up; its service
         // key is the dev signing key, which they all trust.
         let mut order = OrderConfig::defaults();
-        place.configure(Service::Order, &mut order.database_url, &mut order.serve);
+        place.configure(Service::Order, &mut order.database_url, &mut order.serve)?;
         order.user_url = format!("http://{}", user.addr);
         order.payment_url = format!("http://{}", payment.addr);
         order.inventory_url = format!("http://{}", inventory.addr);
@@ -288,17 +290,25 @@ impl Suite {
             )
         });
         let ready = futures::future::join_all(waits);
-        let failed = futures::future::select_all(self.services.iter_mut().map(|r| &mut r.task));
-        tokio::select! {
-            results = ready => results.into_iter().collect::<Result<Vec<_>, _>>().map(drop),
-            (result, index, _) = failed => {
-                let label = self.services[index].service.label();
-                match result {
-                    Ok(Ok(())) => anyhow::bail!("the {label} service stopped during start-up"),
-                    Ok(Err(error)) => Err(error.context(format!("starting the {label} service"))),
-                    Err(error) => Err(anyhow::Error::new(error).context(format!("the {label} service"))),
-                }
+        let failed = futures::future::select_all(
+            self.services
+                .iter_mut()
+                .filter_map(|running| running.task.as_mut()),
+        );
+        let (result, index) = tokio::select! {
+            results = ready => {
+                return results.into_iter().collect::<Result<Vec<_>, _>>().map(drop);
             }
+            (result, index, _) = failed => (result, index),
+        };
+        // That task's outcome is read: `stop` must not wait for it again.
+        let running = &mut self.services[index];
+        running.task = None;
+        let label = running.service.label();
+        match result {
+            Ok(Ok(())) => anyhow::bail!("the {label} service stopped during start-up"),
+            Ok(Err(error)) => Err(error.context(format!("starting the {label} service"))),
+            Err(error) => Err(anyhow::Error::new(error).context(format!("the {label} service"))),
         }
     }
 
@@ -338,7 +348,8 @@ impl Suite {
         let mut failed = None;
         for running in self.services {
             let label = running.service.label();
-            match running.task.await {
+            let Some(task) = running.task else { continue };
+            match task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => failed = failed.or(Some(error.context(label))),
                 Err(error) => failed = failed.or(Some(anyhow::Error::new(error).context(label))),
@@ -366,8 +377,14 @@ struct Placement<'a> {
 }
 
 impl Placement<'_> {
-    /// Database, verifying keys and metrics port of one service.
-    fn configure(&self, service: Service, database_url: &mut String, serve: &mut ServeArgs) {
+    /// Database, verifying keys and metrics port of one service. The metrics
+    /// port is bound here, before any service runs (see `PreboundListener`).
+    fn configure(
+        &self,
+        service: Service,
+        database_url: &mut String,
+        serve: &mut ServeArgs,
+    ) -> anyhow::Result<()> {
         *database_url = match self.storage {
             Storage::Dir(dir) => {
                 format!("sqlite://{}/{}.db?mode=rwc", dir.display(), service.label())
@@ -375,13 +392,19 @@ impl Placement<'_> {
             Storage::Ephemeral => "sqlite::memory:".to_owned(),
         };
         serve.jwt_jwks_file = self.keys.jwks_file.clone();
-        serve.metrics_listen = match self.ports {
-            Ports::Standard => Some(SocketAddr::from((
-                [127, 0, 0, 1],
-                service.standard_port() + 100,
-            ))),
-            Ports::Any => None,
-        };
+        serve.metrics_listen = None;
+        if self.ports == Ports::Standard {
+            let address = SocketAddr::from(([127, 0, 0, 1], service.standard_port() + 100));
+            let listener = std::net::TcpListener::bind(address).with_context(|| {
+                format!(
+                    "binding the {} service's metrics endpoint to {address} (is another suite running?)",
+                    service.label()
+                )
+            })?;
+            serve.metrics_listen = Some(address);
+            serve.metrics_prebound = PreboundListener::new(listener);
+        }
+        Ok(())
     }
 
     /// Binds the service's port and starts serving on it.
@@ -409,7 +432,7 @@ impl Placement<'_> {
             service,
             addr: listener.local_addr()?,
             metrics,
-            task: tokio::spawn(serve(listener)),
+            task: Some(tokio::spawn(serve(listener))),
         })
     }
 }

@@ -3,7 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
 
 use crate::auth::{KeySet, TokenSettings};
 
@@ -72,6 +76,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// A metrics listener already bound by whoever starts the service, used
+    /// instead of binding `metrics_listen` (set by code, not a flag).
+    #[arg(skip)]
+    pub metrics_prebound: PreboundListener,
+
     /// TLS / mutual TLS of the gRPC port.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -93,6 +102,7 @@ impl Default for ServeArgs {
             write_coalescing: true,
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
+            metrics_prebound: PreboundListener::default(),
             tls: crate::tls::ServerTlsArgs::default(),
         }
     }
@@ -113,6 +123,43 @@ impl ServeArgs {
         match &self.jwt_jwks_file {
             Some(path) => KeySet::from_file(path),
             None => Ok(KeySet::new()),
+        }
+    }
+}
+
+/// A listener bound before the service starts, handed over once. The
+/// one-process suite binds every port up front, so no service's outgoing
+/// connection (order's, to the other three) can be given a port another
+/// service is about to listen on.
+#[derive(Clone, Debug, Default)]
+pub struct PreboundListener(Arc<Mutex<Option<std::net::TcpListener>>>);
+
+impl PreboundListener {
+    /// Hands `listener` over.
+    pub fn new(listener: std::net::TcpListener) -> Self {
+        Self(Arc::new(Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl ServeArgs {
+    /// The metrics endpoint's listener: the pre-bound one if there is one,
+    /// else `metrics_listen` bound now, else none (metrics off).
+    pub async fn bind_metrics(&self) -> anyhow::Result<Option<TcpListener>> {
+        if let Some(listener) = self.metrics_prebound.take() {
+            listener.set_nonblocking(true)?;
+            return Ok(Some(TcpListener::from_std(listener)?));
+        }
+        match self.metrics_listen {
+            Some(address) => {
+                Ok(Some(TcpListener::bind(address).await.with_context(
+                    || format!("binding the metrics endpoint to {address}"),
+                )?))
+            }
+            None => Ok(None),
         }
     }
 }

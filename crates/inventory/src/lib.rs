@@ -77,14 +77,7 @@ pub async fn serve(
         config.reservation_max_ttl,
     );
 
-    let metrics_listener = match config.serve.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = config.serve.bind_metrics().await?;
     let mut host = ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             InventoryServiceServer::new(api)

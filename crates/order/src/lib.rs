@@ -142,14 +142,7 @@ pub async fn serve_with(
         .context("service token settings")?,
     );
 
-    let metrics_listener = match config.serve.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = config.serve.bind_metrics().await?;
     let host = ServiceHost::new(config.serve.clone(), verifier);
     let downstreams = downstream::Downstreams::connect(
         &config.downstream_settings()?,

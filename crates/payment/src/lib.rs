@@ -28,7 +28,7 @@ use agora_interceptors::ServiceHost;
 use agora_interceptors::auth::{KeySet, TokenVerifier};
 use agora_interceptors::db::{Database, PoolSettings};
 use agora_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use anyhow::Context;
+
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
@@ -102,14 +102,7 @@ pub async fn serve_with_provider(
         ))
     });
 
-    let metrics_listener = match config.serve.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = config.serve.bind_metrics().await?;
     let mut host = ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             PaymentServiceServer::new(grpc::PaymentApi::new(engine.clone()))

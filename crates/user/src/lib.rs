@@ -97,14 +97,7 @@ pub async fn serve(
         .await
         .context("starting the user service")?;
 
-    let metrics_listener = match config.serve.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding the metrics endpoint to {address}"))?,
-        ),
-        None => None,
-    };
+    let metrics_listener = config.serve.bind_metrics().await?;
     let mut host = ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             UserServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
