@@ -2,7 +2,7 @@
 //! ones the service applies at start-up (and its `--migrate-only` flag).
 //! For setting up a PostgreSQL database by hand or from a deployment job.
 
-use agora_interceptors::db::Database;
+use agora_interceptors::db::{Database, PoolSettings};
 use sqlx::Row;
 
 use crate::suite::Service;
@@ -28,29 +28,13 @@ pub async fn run(service: Service, database_url: &str) -> anyhow::Result<Vec<Str
     Ok(lines)
 }
 
-/// Connects with `service`'s own settings and migrations.
+/// Connects and applies `service`'s migrations.
 async fn open(service: Service, database_url: &str) -> anyhow::Result<Database> {
-    let url = database_url.to_owned();
-    match service {
-        Service::User => {
-            let mut config = agora_user::UserConfig::defaults();
-            config.database_url = url;
-            agora_user::open_database(&config).await
-        }
-        Service::Order => {
-            let mut config = agora_order::OrderConfig::defaults();
-            config.database_url = url;
-            agora_order::open_database(&config).await
-        }
-        Service::Payment => {
-            let mut config = agora_payment::PaymentConfig::defaults();
-            config.database_url = url;
-            agora_payment::open_database(&config).await
-        }
-        Service::Inventory => {
-            let mut config = agora_inventory::InventoryConfig::defaults();
-            config.database_url = url;
-            agora_inventory::open_database(&config).await
-        }
-    }
+    let migrations = match service {
+        Service::User => &agora_user::MIGRATIONS,
+        Service::Order => &agora_order::MIGRATIONS,
+        Service::Payment => &agora_payment::MIGRATIONS,
+        Service::Inventory => &agora_inventory::MIGRATIONS,
+    };
+    Database::open(database_url, &PoolSettings::default(), migrations).await
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agora_interceptors::config::PreboundListener;
+use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::{ServeArgs, health, shutdown};
 use agora_inventory::InventoryConfig;
 use agora_order::{OrderConfig, OrderKeys};
@@ -189,7 +190,7 @@ impl Suite {
         };
 
         let mut user = UserConfig::defaults();
-        place.configure(Service::User, &mut user.database_url, &mut user.serve)?;
+        place.configure(Service::User, &mut user.database, &mut user.serve)?;
         user.access_token_ttl = DEV_TOKEN_TTL;
         user.seed_accounts = vec![accounts.admin.clone(), accounts.customer.clone()];
         let user_keys = UserKeys::with_verifying(keys.signing.clone(), keys.key_set.clone());
@@ -200,11 +201,7 @@ impl Suite {
             .await?;
 
         let mut payment = PaymentConfig::defaults();
-        place.configure(
-            Service::Payment,
-            &mut payment.database_url,
-            &mut payment.serve,
-        )?;
+        place.configure(Service::Payment, &mut payment.database, &mut payment.serve)?;
         let key_set = keys.key_set.clone();
         let payment = place
             .spawn(Service::Payment, payment.serve.metrics_listen, |listener| {
@@ -215,7 +212,7 @@ impl Suite {
         let mut inventory = InventoryConfig::defaults();
         place.configure(
             Service::Inventory,
-            &mut inventory.database_url,
+            &mut inventory.database,
             &mut inventory.serve,
         )?;
         inventory.seed_demo = true;
@@ -231,7 +228,7 @@ impl Suite {
         // Order calls the other three, wherever they ended up; its service
         // key is the dev signing key, which they all trust.
         let mut order = OrderConfig::defaults();
-        place.configure(Service::Order, &mut order.database_url, &mut order.serve)?;
+        place.configure(Service::Order, &mut order.database, &mut order.serve)?;
         order.user_url = format!("http://{}", user.addr);
         order.payment_url = format!("http://{}", payment.addr);
         order.inventory_url = format!("http://{}", inventory.addr);
@@ -382,15 +379,15 @@ impl Placement<'_> {
     fn configure(
         &self,
         service: Service,
-        database_url: &mut String,
+        database: &mut DatabaseArgs,
         serve: &mut ServeArgs,
     ) -> anyhow::Result<()> {
-        *database_url = match self.storage {
+        database.database_url = Some(match self.storage {
             Storage::Dir(dir) => {
                 format!("sqlite://{}/{}.db?mode=rwc", dir.display(), service.label())
             }
             Storage::Ephemeral => "sqlite::memory:".to_owned(),
-        };
+        });
         serve.jwt_jwks_file = self.keys.jwks_file.clone();
         serve.metrics_listen = None;
         if self.ports == Ports::Standard {

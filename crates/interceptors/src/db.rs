@@ -4,6 +4,9 @@
 //!
 //! SQLite gets WAL (readers never block the writer), a busy timeout (writers queue
 //! instead of failing) and foreign keys; its file's folder is created on demand.
+//!
+//! A service opens its database in one call, [`DatabaseArgs::open`]: the URL
+//! and pool size from its flags, its [`Migrations`] applied before it serves.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +23,60 @@ pub enum Backend {
     Sqlite,
     /// A PostgreSQL server.
     Postgres,
+}
+
+/// A service's migrations, one folder per dialect
+/// (`migrations/<service>/{sqlite,postgres}`), embedded at build time:
+///
+/// ```text
+/// pub static MIGRATIONS: Migrations = Migrations {
+///     sqlite: sqlx::migrate!("../../migrations/user/sqlite"),
+///     postgres: sqlx::migrate!("../../migrations/user/postgres"),
+/// };
+/// ```
+#[derive(Debug)]
+pub struct Migrations {
+    /// Applied to SQLite databases.
+    pub sqlite: Migrator,
+    /// Applied to PostgreSQL databases.
+    pub postgres: Migrator,
+}
+
+/// Where a service keeps its data: the flags every service shares.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct DatabaseArgs {
+    /// The service's database: `sqlite://path?mode=rwc` (embedded; the
+    /// default is `sqlite://data/<service>.db?mode=rwc`) or
+    /// `postgres://user@host/db`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Most database connections held open.
+    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// Apply the database migrations, then exit (for a deployment's
+    /// migration job).
+    #[arg(long)]
+    pub migrate_only: bool,
+}
+
+impl DatabaseArgs {
+    /// The configured URL, or the service's SQLite file under `./data`.
+    pub fn url(&self, service: &str) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://data/{service}.db?mode=rwc"))
+    }
+
+    /// Connects to `service`'s database and applies its pending migrations.
+    pub async fn open(&self, service: &str, migrations: &Migrations) -> anyhow::Result<Database> {
+        let settings = PoolSettings {
+            max_connections: self.db_max_connections,
+            ..PoolSettings::default()
+        };
+        Database::open(&self.url(service), &settings, migrations).await
+    }
 }
 
 /// A service's connection pool, and which engine is behind it.
@@ -104,11 +161,23 @@ impl Database {
         Ok(Self { pool, backend })
     }
 
-    /// Applies the migrations for this engine: `sqlite` or `postgres`.
-    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> anyhow::Result<()> {
+    /// Connects to `url` and applies `migrations`, so the schema is current
+    /// before anything queries it.
+    pub async fn open(
+        url: &str,
+        settings: &PoolSettings,
+        migrations: &Migrations,
+    ) -> anyhow::Result<Self> {
+        let database = Self::connect(url, settings).await?;
+        database.migrate(migrations).await?;
+        Ok(database)
+    }
+
+    /// Applies the migrations for this engine.
+    pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
         let migrator = match self.backend {
-            Backend::Sqlite => sqlite,
-            Backend::Postgres => postgres,
+            Backend::Sqlite => &migrations.sqlite,
+            Backend::Postgres => &migrations.postgres,
         };
         migrator
             .run(&self.pool)
@@ -169,6 +238,28 @@ pub fn unique_violation(error: &sqlx::Error) -> Option<Option<String>> {
             Some(db.constraint().map(str::to_owned))
         }
         _ => None,
+    }
+}
+
+/// The error for a value read back from a service's own table that does not
+/// parse: corruption or a bug, never a caller's mistake (it becomes INTERNAL
+/// and the value goes to the log, not to the caller).
+pub fn corrupt(what: &str, value: impl std::fmt::Debug) -> anyhow::Error {
+    anyhow::anyhow!("stored {what} {value:?} is not valid")
+}
+
+/// Whether a database error means "two transactions collided; run it again":
+/// SQLite busy or locked, PostgreSQL serialization failure or deadlock.
+pub fn is_conflict(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    match db.code().as_deref() {
+        // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+        Some(code) if code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)) => true,
+        // PostgreSQL: serialization_failure, deadlock_detected.
+        Some("40001" | "40P01") => true,
+        _ => false,
     }
 }
 

@@ -2,22 +2,33 @@
 //!
 //! ```text
 //! ServiceHost::new(settings, verifier)
-//!     .add_service(UserServiceServer::new(service), &POLICY)
-//!     .readiness(database)
-//!     .metrics(metrics_listener) // optional
+//!     .add_service(grpc_server!(UserServiceServer::new(api), &settings), &POLICY)
+//!     .database(database)                      // readiness, pool metrics, closed last
+//!     .background("sweeper", |stop| sweep(stop)) // optional, any number
 //!     .serve(listener, shutdown::signal())
 //! ```
 //!
 //! Every call is traced ([`crate::trace`]). Every host also serves grpc.health.v1 (driven by the readiness probe) and
 //! grpc.reflection v1 and v1alpha covering every service on the port. With a
-//! metrics listener it records every call and serves `GET /metrics` there.
+//! metrics listener (`AGORA_METRICS_LISTEN`) it records every call and serves
+//! `GET /metrics` there.
+//!
+//! **Shutdown contract.** When `shutdown` resolves: health goes NOT_SERVING,
+//! background tasks are told (their token is cancelled) so they stop taking
+//! new work, the listener closes and in-flight calls drain. Background tasks
+//! are then awaited for what is left of the grace period; one still running
+//! after it is dropped, exactly as a crash would stop it, so whatever it does
+//! must be safe to stop at any `await`. Last, the database closes. Dropping
+//! the `serve` future (a crash, in tests) drops the background tasks too.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -46,6 +57,23 @@ const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 /// How long the readiness probe waits for the database before calling it down.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A task that runs beside the server; see [`ServiceHost::background`].
+type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+/// Configures a generated tonic server the way every Agora service is
+/// served: requests up to `settings.max_request_bytes` (the
+/// `MessageSizeLayer` refuses larger ones first, with RESOURCE_EXHAUSTED;
+/// tonic's own 4 MiB default would otherwise cap a larger setting).
+///
+/// A macro because tonic's generated servers share these methods by name,
+/// not through a trait.
+#[macro_export]
+macro_rules! grpc_server {
+    ($server:expr, $settings:expr) => {
+        $server.max_decoding_message_size($settings.max_request_bytes)
+    };
+}
+
 /// Builds and runs one gRPC server with Agora's serving stack.
 pub struct ServiceHost {
     settings: ServeArgs,
@@ -53,7 +81,8 @@ pub struct ServiceHost {
     routes: RoutesBuilder,
     policies: PolicyTable,
     names: Vec<&'static str>,
-    readiness: Option<Database>,
+    database: Option<Database>,
+    background: Vec<(&'static str, BackgroundTask)>,
     health: Option<HealthRegistry>,
     metrics: GrpcMetrics,
     metrics_listener: Option<TcpListener>,
@@ -80,7 +109,8 @@ impl ServiceHost {
             routes: RoutesBuilder::default(),
             policies,
             names: Vec::new(),
-            readiness: None,
+            database: None,
+            background: Vec::new(),
             health: None,
             metrics: GrpcMetrics::new(),
             metrics_listener: None,
@@ -109,14 +139,30 @@ impl ServiceHost {
         self
     }
 
-    /// Reports the services SERVING only while `database` answers.
-    pub fn readiness(mut self, database: Database) -> Self {
-        self.readiness = Some(database);
+    /// The service's database: the services are SERVING only while it
+    /// answers, its pool is reported in the metrics, and it is closed once
+    /// the server and its background tasks have stopped.
+    pub fn database(mut self, database: Database) -> Self {
+        self.database = Some(database);
         self
     }
 
-    /// Serves `GET /metrics` on `listener` and records every call served.
-    /// Without it no call is measured (the layer is left out entirely).
+    /// Runs `task` beside the server while it serves: a sweeper, a
+    /// reconciler, a recovery loop. It gets a token that is cancelled when
+    /// shutdown begins (see the module's shutdown contract).
+    pub fn background<F, Fut>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background
+            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
+        self
+    }
+
+    /// Serves `GET /metrics` on `listener` and records every call served,
+    /// instead of the endpoint the settings name (`AGORA_METRICS_LISTEN`).
+    /// Without either no call is measured (the layer is left out entirely).
     pub fn metrics(mut self, listener: TcpListener) -> Self {
         self.metrics_listener = Some(listener);
         self
@@ -157,12 +203,16 @@ impl ServiceHost {
         routes.add_service(reflection_v1(&reflection_names)?);
         routes.add_service(reflection_v1alpha(&reflection_names)?);
 
+        if self.metrics_listener.is_none() {
+            self.metrics_listener = self.settings.bind_metrics().await?;
+        }
+
         // Know the database's state before the first caller can ask.
         let stop_probe = CancellationToken::new();
-        if let Some(database) = &self.readiness {
+        if let Some(database) = &self.database {
             self.metrics.observe_database(database.clone());
         }
-        match self.readiness.clone() {
+        match self.database.clone() {
             Some(database) => {
                 health.set_all_serving(database.is_reachable(READINESS_TIMEOUT).await);
                 tokio::spawn(probe_readiness(
@@ -175,6 +225,16 @@ impl ServiceHost {
             None => health.set_all_serving(true),
         }
 
+        let stop_background = CancellationToken::new();
+        let mut background = JoinSet::new();
+        for (name, task) in self.background {
+            let task = task(stop_background.clone());
+            background.spawn(async move {
+                task.await;
+                tracing::debug!(task = name, "background task stopped");
+            });
+        }
+
         let kill_connections = KillSwitch::new();
         let draining = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -185,14 +245,19 @@ impl ServiceHost {
                 accepted.map(|stream| ServerIo::new(stream, kill.clone(), coalesce))
             })
         };
+        let shutdown_began = std::sync::Arc::new(std::sync::OnceLock::new());
         let signal = {
             let health = health.clone();
             let draining = draining.clone();
             let stop_probe = stop_probe.clone();
+            let stop_background = stop_background.clone();
+            let shutdown_began = shutdown_began.clone();
             async move {
                 shutdown.await;
+                let _ = shutdown_began.set(tokio::time::Instant::now());
                 stop_probe.cancel();
                 health.shut_down();
+                stop_background.cancel();
                 draining.cancel();
             }
         };
@@ -254,6 +319,27 @@ impl ServiceHost {
             }
         }
         stop_probe.cancel();
+        stop_background.cancel();
+        // Background tasks get what is left of the grace period, so the
+        // whole shutdown stays within it; then they are dropped.
+        let left = shutdown_began
+            .get()
+            .map_or(grace, |began| grace.saturating_sub(began.elapsed()));
+        if tokio::time::timeout(left, async {
+            while background.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background tasks still busy after the grace period; stopping them"
+            );
+            background.shutdown().await;
+        }
+        if let Some(database) = &self.database {
+            database.close().await;
+        }
         // Spans of the last calls go out before the process may exit.
         crate::telemetry::flush_traces().await;
         // Scrapes keep working through the drain; stop them last.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::db::DatabaseArgs;
 
 /// The inventory service: catalogue, stock and reservations.
 #[derive(clap::Parser, Clone, Debug)]
@@ -17,19 +18,6 @@ pub struct InventoryConfig {
         default_value = "127.0.0.1:50054"
     )]
     pub listen: SocketAddr,
-
-    /// The inventory database: `sqlite://path?mode=rwc` (embedded, the
-    /// default) or `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/inventory.db?mode=rwc"
-    )]
-    pub database_url: String,
-
-    /// Most database connections held open.
-    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
 
     /// How long a reservation is held when ReserveStock gives no ttl (e.g.
     /// "15m"). Capped at the maximum below.
@@ -53,9 +41,9 @@ pub struct InventoryConfig {
     #[arg(long, env = "AGORA_SEED_DEMO", value_parser = clap::builder::BoolishValueParser::new())]
     pub seed_demo: bool,
 
-    /// Apply the database migrations, then exit (for a deployment's migration job).
-    #[arg(long)]
-    pub migrate_only: bool,
+    /// The inventory database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Settings shared by every Agora service.
     #[command(flatten)]

@@ -6,65 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use uuid::Uuid;
+use agora_interceptors::api::values::text;
 
 use crate::currency;
 
-/// Why a value was refused. The message is written for the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub String);
-
-impl ParseError {
-    fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
-    }
-}
-
-/// A stock-keeping unit, the product's id: 1 to 64 of `A-Z`, `0-9`, `-`, `_`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Sku(String);
-
-impl Sku {
-    /// Most characters a sku may have.
-    pub const MAX_LEN: usize = 64;
-
-    /// Parses a sku exactly as given: no trimming, no case folding, so the
-    /// sku a caller sends is the one stored and shown.
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.is_empty() {
-            return Err(ParseError::new("is required"));
-        }
-        if s.len() > Self::MAX_LEN {
-            return Err(ParseError::new("must be at most 64 characters"));
-        }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
-            return Err(ParseError::new(
-                "may contain only upper-case letters A-Z, digits, '-' and '_'",
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
-
-    /// Rebuilds a sku read back from storage, where it was validated on entry.
-    pub(crate) fn from_stored(s: String) -> Self {
-        Self(s)
-    }
-
-    /// The sku.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Sku {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use agora_interceptors::api::values::{ParseError, Quantity, RequestId, Sku};
 
 /// The name shown to shoppers: 1 to 200 characters after trimming, no control
 /// characters.
@@ -74,17 +20,7 @@ pub struct ProductName(String);
 impl ProductName {
     /// Parses a name.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(ParseError::new("is required"));
-        }
-        if s.chars().count() > 200 {
-            return Err(ParseError::new("must be at most 200 characters"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(ParseError::new("must not contain control characters"));
-        }
-        Ok(Self(s.to_owned()))
+        text(s, 200).map(Self)
     }
 
     pub(crate) fn from_stored(s: String) -> Self {
@@ -204,35 +140,6 @@ impl Price {
     }
 }
 
-/// Units of one sku in a reservation: 1 to 10 000.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Quantity(i64);
-
-impl Quantity {
-    /// Most units one line may hold.
-    pub const MAX: i64 = 10_000;
-
-    /// Parses a quantity.
-    pub fn parse(n: i64) -> Result<Self, ParseError> {
-        if n < 1 {
-            return Err(ParseError::new("must be at least 1"));
-        }
-        if n > Self::MAX {
-            return Err(ParseError::new("must be at most 10000"));
-        }
-        Ok(Self(n))
-    }
-
-    pub(crate) fn from_stored(n: i64) -> Self {
-        Self(n)
-    }
-
-    /// The number of units.
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
 /// A change to a product's on-hand count: non-zero, at most 10^9 either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StockDelta(i64);
@@ -275,17 +182,7 @@ pub struct AdjustmentReason(String);
 impl AdjustmentReason {
     /// Parses a reason.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(ParseError::new("is required"));
-        }
-        if s.chars().count() > 500 {
-            return Err(ParseError::new("must be at most 500 characters"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(ParseError::new("must not contain control characters"));
-        }
-        Ok(Self(s.to_owned()))
+        text(s, 500).map(Self)
     }
 
     pub(crate) fn from_stored(s: String) -> Self {
@@ -298,53 +195,9 @@ impl AdjustmentReason {
     }
 }
 
-/// An AIP-155 idempotency key: any UUID in its canonical 36-character form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RequestId(Uuid);
-
-impl RequestId {
-    /// Parses the canonical hyphenated form.
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.is_empty() {
-            return Err(ParseError::new("is required"));
-        }
-        if s.len() != 36 {
-            return Err(ParseError::new("must be a UUID in its 36-character form"));
-        }
-        Uuid::try_parse(s)
-            .map(Self)
-            .map_err(|_| ParseError::new("must be a UUID in its 36-character form"))
-    }
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-/// The order a reservation belongs to: a UUIDv7, as the order service mints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OrderId(Uuid);
-
-impl OrderId {
-    /// Parses the canonical hyphenated form of a UUIDv7.
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.is_empty() {
-            return Err(ParseError::new("is required"));
-        }
-        let uuid = Uuid::try_parse(s).map_err(|_| ParseError::new("must be a UUID"))?;
-        if uuid.get_version_num() != 7 {
-            return Err(ParseError::new("must be a UUIDv7"));
-        }
-        Ok(Self(uuid))
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
+agora_interceptors::uuid7_id! {
+    /// The order a reservation belongs to: a UUIDv7, as the order service mints.
+    pub OrderId
 }
 
 /// What a ReserveStock asks for: 1 to 100 skus, each once, with a quantity.
@@ -548,16 +401,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skus() {
-        assert_eq!(Sku::parse("SKU-MUG_2").unwrap().as_str(), "SKU-MUG_2");
-        for bad in ["", "sku-mug", "SKU MUG", "SKU.MUG", "ÉTÉ"] {
-            assert!(Sku::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-        assert!(Sku::parse(&"A".repeat(64)).is_ok());
-        assert!(Sku::parse(&"A".repeat(65)).is_err());
-    }
-
-    #[test]
     fn names_and_descriptions() {
         assert_eq!(ProductName::parse("  Mug ").unwrap().as_str(), "Mug");
         assert!(ProductName::parse(" ").is_err());
@@ -590,27 +433,12 @@ mod tests {
     }
 
     #[test]
-    fn quantities_and_deltas() {
-        assert!(Quantity::parse(0).is_err());
-        assert!(Quantity::parse(1).is_ok());
-        assert!(Quantity::parse(10_000).is_ok());
-        assert!(Quantity::parse(10_001).is_err());
+    fn deltas() {
         assert!(StockDelta::parse(0).is_err());
         assert!(StockDelta::parse(-1).is_ok());
         assert!(StockDelta::parse(-1_000_000_000).is_ok());
         assert!(StockDelta::parse(1_000_000_001).is_err());
         assert!(StockDelta::parse(i64::MIN).is_err());
-    }
-
-    #[test]
-    fn ids() {
-        let v7 = Uuid::now_v7().to_string();
-        assert!(OrderId::parse(&v7).is_ok());
-        assert!(OrderId::parse("").is_err());
-        assert!(OrderId::parse("0b9a2f5e-3c57-4a4e-9d8e-2f0c1c9b4a11").is_err());
-        assert!(RequestId::parse("0b9a2f5e-3c57-4a4e-9d8e-2f0c1c9b4a11").is_ok());
-        assert!(RequestId::parse("0b9a2f5e3c574a4e9d8e2f0c1c9b4a11").is_err());
-        assert!(RequestId::parse("nope").is_err());
     }
 
     #[test]

@@ -1,11 +1,7 @@
 //! The inventory context's errors and the gRPC status each becomes.
 
-use std::collections::HashMap;
-
-use agora_interceptors::api::errors::{self, ERROR_DOMAIN, with_reason};
-use agora_interceptors::db;
+use agora_interceptors::api::errors::{Fault, failed_precondition, violation, with_reason};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 
 use crate::domain::{OrderId, ReservationState, Sku};
 
@@ -73,54 +69,16 @@ pub enum InventoryError {
     /// NOT_FOUND, reason `RESERVATION_NOT_FOUND`.
     #[error("order {0} has no reservation")]
     ReservationNotFound(OrderId),
-    /// ABORTED, reason `CONFLICT`: the database kept reporting conflicting
-    /// concurrent transactions after a few retries; the call changed nothing
-    /// and can be repeated.
-    #[error("conflicting concurrent update")]
-    Conflict(#[source] sqlx::Error),
-    /// UNAVAILABLE: the database could not be reached; retrying may help.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// INTERNAL: logged with its cause; the caller sees a generic message.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    /// UNAVAILABLE (the database), ABORTED (colliding transactions, still
+    /// so after a few retries; nothing changed) or INTERNAL.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
+
+agora_interceptors::fault_conversions!(InventoryError);
 
 fn join(skus: &[Sku]) -> String {
     skus.iter().map(Sku::as_str).collect::<Vec<_>>().join(", ")
-}
-
-/// Whether a database error means "two transactions collided; run it again":
-/// SQLite busy or locked, PostgreSQL serialization failure or deadlock.
-pub(crate) fn is_conflict(error: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = error else {
-        return false;
-    };
-    match db.code().as_deref() {
-        // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
-        Some(code) if code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)) => true,
-        // PostgreSQL: serialization_failure, deadlock_detected.
-        Some("40001" | "40P01") => true,
-        _ => false,
-    }
-}
-
-impl From<sqlx::Error> for InventoryError {
-    fn from(error: sqlx::Error) -> Self {
-        if is_conflict(&error) {
-            InventoryError::Conflict(error)
-        } else if db::is_transient(&error) {
-            InventoryError::Unavailable(error)
-        } else {
-            InventoryError::Internal(error.into())
-        }
-    }
-}
-
-impl From<anyhow::Error> for InventoryError {
-    fn from(error: anyhow::Error) -> Self {
-        InventoryError::Internal(error)
-    }
 }
 
 impl InventoryError {
@@ -128,23 +86,11 @@ impl InventoryError {
     /// dropped connections. Only idempotent operations are retried, so a
     /// repeat after an ambiguous commit is harmless.
     pub(crate) fn is_retryable(&self) -> bool {
-        match self {
-            InventoryError::Conflict(_) => true,
-            InventoryError::Unavailable(error) => matches!(error, sqlx::Error::Io(_)),
-            _ => false,
-        }
+        matches!(
+            self,
+            InventoryError::Fault(Fault::Conflict(_) | Fault::Unavailable(sqlx::Error::Io(_)))
+        )
     }
-}
-
-/// FAILED_PRECONDITION with an ErrorInfo reason and PreconditionFailure.
-fn failed_precondition(
-    reason: &str,
-    message: String,
-    violations: Vec<PreconditionViolation>,
-) -> Status {
-    let mut details = ErrorDetails::with_precondition_failure(violations);
-    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::FailedPrecondition, message, details)
 }
 
 impl From<InventoryError> for Status {
@@ -173,7 +119,8 @@ impl From<InventoryError> for Status {
             } => failed_precondition(
                 reason,
                 message.clone(),
-                vec![PreconditionViolation::new("STOCK", sku.as_str(), message)],
+                vec![violation("STOCK", sku.as_str(), message)],
+                [],
             ),
             InventoryError::RequestIdReused => {
                 with_reason(Code::FailedPrecondition, "REQUEST_ID_REUSED", message, [])
@@ -182,7 +129,7 @@ impl From<InventoryError> for Status {
                 let violations = shortages
                     .iter()
                     .map(|short| {
-                        PreconditionViolation::new(
+                        violation(
                             "STOCK",
                             short.sku.as_str(),
                             format!(
@@ -199,6 +146,7 @@ impl From<InventoryError> for Status {
                         join(&shortages.into_iter().map(|s| s.sku).collect::<Vec<_>>())
                     ),
                     violations,
+                    [],
                 )
             }
             InventoryError::CurrencyMismatch => {
@@ -226,19 +174,7 @@ impl From<InventoryError> for Status {
                 message,
                 [("order_id", order_id.to_string())],
             ),
-            InventoryError::Conflict(error) => {
-                tracing::warn!(error = %errors::error_chain(&error), "transaction conflict persisted");
-                with_reason(
-                    Code::Aborted,
-                    "CONFLICT",
-                    "conflicting concurrent update; nothing was changed, retry",
-                    [],
-                )
-            }
-            InventoryError::Unavailable(error) => errors::unavailable("inventory database", &error),
-            InventoryError::Internal(error) => {
-                errors::internal("inventory service", error.as_ref())
-            }
+            InventoryError::Fault(fault) => fault.into_status("inventory"),
         }
     }
 }

@@ -20,34 +20,24 @@ pub mod store;
 pub mod sweeper;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
-use agora_interceptors::ServiceHost;
 use agora_interceptors::auth::{KeySet, TokenVerifier};
-use agora_interceptors::db::{Database, PoolSettings};
+use agora_interceptors::binary::ServiceBinary;
+use agora_interceptors::db::{DatabaseArgs, Migrations};
+use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
 use agora_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use anyhow::Context;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::InventoryConfig;
 pub use demo::seed_demo_catalog;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/inventory/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/inventory/postgres");
-
-/// Connects to the database and applies pending migrations.
-pub async fn open_database(config: &InventoryConfig) -> anyhow::Result<Database> {
-    let settings = PoolSettings {
-        max_connections: config.db_max_connections,
-        ..PoolSettings::default()
-    };
-    let database = Database::connect(&config.database_url, &settings).await?;
-    database
-        .migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS)
-        .await?;
-    Ok(database)
-}
+/// The inventory service's schema, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate!("../../migrations/inventory/sqlite"),
+    postgres: sqlx::migrate!("../../migrations/inventory/postgres"),
+};
 
 /// Serves the inventory service on `listener` until `shutdown` resolves,
 /// with the reservation sweeper running beside it; seeds the demo catalogue
@@ -62,7 +52,7 @@ pub async fn serve(
         !config.reservation_sweep_interval.is_zero(),
         "the reservation sweep interval must be positive"
     );
-    let database = open_database(&config).await?;
+    let database = config.database.open("inventory", &MIGRATIONS).await?;
     if config.seed_demo {
         seed_demo_catalog(&database)
             .await
@@ -76,40 +66,49 @@ pub async fn serve(
         config.reservation_default_ttl,
         config.reservation_max_ttl,
     );
-
-    let metrics_listener = config.serve.bind_metrics().await?;
-    let mut host = ServiceHost::new(config.serve.clone(), verifier)
+    let sweep_interval = config.reservation_sweep_interval;
+    ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
-            InventoryServiceServer::new(api)
-                .max_decoding_message_size(config.serve.max_request_bytes),
+            grpc_server!(InventoryServiceServer::new(api), config.serve),
             &grpc::POLICY,
         )
-        .readiness(database.clone());
-    if let Some(listener) = metrics_listener {
-        host = host.metrics(listener);
+        .database(database)
+        // Stops when shutdown begins: a drain should not start new work, and
+        // a hold that expires meanwhile is released by the next start (or
+        // refused at commit).
+        .background("reservation sweeper", move |stop| {
+            sweeper::run(reservations, sweep_interval, stop)
+        })
+        .serve(listener, shutdown)
+        .await
+}
+
+impl ServiceBinary for InventoryConfig {
+    const BINARY: &'static str = "agora-inventory";
+    const SERVICE: &'static str = "inventory";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
-    // The sweeper stops when shutdown begins: a drain should not start new
-    // work, and a hold that expires meanwhile is released by the next start
-    // (or refused at commit).
-    let stop_sweeper = CancellationToken::new();
-    let sweeper = tokio::spawn(sweeper::run(
-        reservations,
-        config.reservation_sweep_interval,
-        stop_sweeper.clone(),
-    ));
-    let shutdown = {
-        let stop_sweeper = stop_sweeper.clone();
-        async move {
-            shutdown.await;
-            stop_sweeper.cancel();
-        }
-    };
-    let result = host.serve(listener, shutdown).await;
-    stop_sweeper.cancel();
-    if let Err(error) = sweeper.await {
-        tracing::warn!(%error, "reservation sweeper task failed");
+    fn serve_args(&self) -> &ServeArgs {
+        &self.serve
     }
-    database.close().await;
-    result
+
+    fn database_args(&self) -> &DatabaseArgs {
+        &self.database
+    }
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let verifying = self.serve.key_set()?;
+        serve(self, verifying, listener, shutdown).await
+    }
 }

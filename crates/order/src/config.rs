@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::tls::ClientTlsArgs;
 
 use crate::downstream::DownstreamSettings;
@@ -18,19 +19,6 @@ pub struct OrderConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "AGORA_ORDER_LISTEN", default_value = "127.0.0.1:50052")]
     pub listen: SocketAddr,
-
-    /// The order database: `sqlite://path?mode=rwc` (embedded, the default) or
-    /// `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/order.db?mode=rwc"
-    )]
-    pub database_url: String,
-
-    /// Most database connections held open.
-    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
 
     /// The user service (`http://host:port`; a host name may resolve to many
     /// addresses). PlaceOrder checks there that the caller's account exists.
@@ -123,13 +111,13 @@ pub struct OrderConfig {
     #[arg(long, env = "AGORA_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub watch_poll_interval: Duration,
 
-    /// Apply the database migrations, then exit (for a deployment's migration job).
-    #[arg(long)]
-    pub migrate_only: bool,
-
     /// TLS towards user, inventory and payment (for `https://` addresses).
     #[command(flatten)]
     pub downstream_tls: ClientTlsArgs,
+
+    /// The order database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Settings shared by every Agora service.
     #[command(flatten)]

@@ -4,12 +4,8 @@
 //! errors: they leave the order FAILED with a `failure_reason`. These are the
 //! failures of a call itself.
 
-use std::collections::HashMap;
-
-use agora_interceptors::api::errors::{self, ERROR_DOMAIN, with_reason};
-use agora_interceptors::db;
+use agora_interceptors::api::errors::{Fault, with_reason, wrong_state};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// Everything that can make an order call fail.
 #[derive(Debug, thiserror::Error)]
@@ -43,42 +39,12 @@ pub enum OrderError {
     /// needed to answer (the user service) could not be reached.
     #[error("{0} unavailable")]
     Downstream(&'static str, #[source] Status),
-    /// UNAVAILABLE: the database could not be reached; retrying may help.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// INTERNAL: logged with its cause; the caller sees a generic message.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    /// UNAVAILABLE (the database) or INTERNAL: the service's own failure.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
 
-impl From<sqlx::Error> for OrderError {
-    fn from(error: sqlx::Error) -> Self {
-        if db::is_transient(&error) {
-            OrderError::Unavailable(error)
-        } else {
-            OrderError::Internal(error.into())
-        }
-    }
-}
-
-impl From<anyhow::Error> for OrderError {
-    fn from(error: anyhow::Error) -> Self {
-        OrderError::Internal(error)
-    }
-}
-
-/// FAILED_PRECONDITION with an ErrorInfo and one PreconditionFailure violation.
-fn failed_precondition(
-    reason: &str,
-    subject: String,
-    message: String,
-    metadata: HashMap<String, String>,
-) -> Status {
-    let mut details =
-        ErrorDetails::with_precondition_failure_violation(reason, subject, message.clone());
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(Code::FailedPrecondition, message, details)
-}
+agora_interceptors::fault_conversions!(OrderError);
 
 impl From<OrderError> for Status {
     fn from(error: OrderError) -> Self {
@@ -98,29 +64,26 @@ impl From<OrderError> for Status {
                 "the account this token was issued for no longer exists",
                 [],
             ),
-            OrderError::RequestIdReused => failed_precondition(
-                "REQUEST_ID_REUSED",
-                "request_id".into(),
-                "request_id was already used for an order with different lines; \
-                 use a new request_id for a new order"
-                    .into(),
-                HashMap::new(),
-            ),
-            OrderError::NotCancellable { order_id, state } => failed_precondition(
-                "ORDER_NOT_CANCELLABLE",
-                order_id.clone(),
-                match state {
+            OrderError::RequestIdReused => {
+                let message = "request_id was already used for an order with different lines; \
+                               use a new request_id for a new order";
+                wrong_state("REQUEST_ID_REUSED", "request_id", message, [])
+            }
+            OrderError::NotCancellable { order_id, state } => {
+                let message = match state {
                     "PENDING" => format!(
                         "order {order_id} is PENDING: its saga is still running; \
                          cancel it once it is CONFIRMED"
                     ),
                     _ => format!("order {order_id} is {state} and cannot be cancelled"),
-                },
-                HashMap::from([
-                    ("order_id".to_owned(), order_id),
-                    ("state".to_owned(), state.to_owned()),
-                ]),
-            ),
+                };
+                wrong_state(
+                    "ORDER_NOT_CANCELLABLE",
+                    &order_id,
+                    message,
+                    [("order_id", order_id.clone()), ("state", state.to_owned())],
+                )
+            }
             OrderError::Downstream(name, status) => {
                 tracing::warn!(downstream = name, code = ?status.code(), message = status.message(), "downstream unavailable");
                 with_reason(
@@ -130,8 +93,7 @@ impl From<OrderError> for Status {
                     [("downstream", name.to_owned())],
                 )
             }
-            OrderError::Unavailable(error) => errors::unavailable("order database", &error),
-            OrderError::Internal(error) => errors::internal("order service", error.as_ref()),
+            OrderError::Fault(fault) => fault.into_status("order"),
         }
     }
 }

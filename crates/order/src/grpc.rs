@@ -228,7 +228,7 @@ impl OrderService for OrderApi {
                 .store
                 .find_by_request(customer, request_id)
                 .await?
-                .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("duplicate order vanished")))?;
+                .ok_or_else(|| OrderError::from(anyhow::anyhow!("duplicate order vanished")))?;
             return Self::repeat(existing, &cart);
         }
         tracing::info!(order_id = %id, user_id = %customer, "order placed");

@@ -26,22 +26,27 @@ pub mod saga;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use agora_interceptors::ServiceHost;
 use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
+use agora_interceptors::binary::ServiceBinary;
 use agora_interceptors::client::ServiceTokens;
-use agora_interceptors::db::{Database, PoolSettings};
+use agora_interceptors::db::{DatabaseArgs, Migrations};
+use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
 use agora_proto::order::v1::order_service_server::OrderServiceServer;
 use anyhow::Context;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
 pub use config::OrderConfig;
 pub use saga::{FaultHook, FaultPoint};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/order/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/order/postgres");
+/// The order service's schema, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate!("../../migrations/order/sqlite"),
+    postgres: sqlx::migrate!("../../migrations/order/postgres"),
+};
 
 /// The subject of the order service's service tokens.
 pub const SERVICE_SUBJECT: &str = "agora-order";
@@ -97,19 +102,6 @@ impl std::fmt::Debug for ServeOptions {
     }
 }
 
-/// Connects to the database and applies pending migrations.
-pub async fn open_database(config: &OrderConfig) -> anyhow::Result<Database> {
-    let settings = PoolSettings {
-        max_connections: config.db_max_connections,
-        ..PoolSettings::default()
-    };
-    let database = Database::connect(&config.database_url, &settings).await?;
-    database
-        .migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS)
-        .await?;
-    Ok(database)
-}
-
 /// Serves the order service on `listener` until `shutdown` resolves, resuming
 /// unfinished sagas at start-up and periodically.
 pub async fn serve(
@@ -129,7 +121,7 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let database = open_database(&config).await?;
+    let database = config.database.open("order", &MIGRATIONS).await?;
     let token_settings = config.serve.token_settings();
     let verifier = TokenVerifier::new(keys.verifying, &token_settings);
     let credentials = Arc::new(
@@ -142,7 +134,6 @@ pub async fn serve_with(
         .context("service token settings")?,
     );
 
-    let metrics_listener = config.serve.bind_metrics().await?;
     let host = ServiceHost::new(config.serve.clone(), verifier);
     let downstreams = downstream::Downstreams::connect(
         &config.downstream_settings()?,
@@ -163,29 +154,52 @@ pub async fn serve_with(
         config.check_account,
         config.watch_poll_interval,
     );
-    let mut host = host
-        .add_service(
-            OrderServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
-            &grpc::POLICY,
-        )
-        .readiness(database.clone());
-    if let Some(listener) = metrics_listener {
-        host = host.metrics(listener);
-    }
-
-    saga.start_recovery();
-    // When shutdown begins, runners pause at their next step boundary (their
+    host.add_service(
+        grpc_server!(OrderServiceServer::new(api), config.serve),
+        &grpc::POLICY,
+    )
+    .database(database)
+    // Resumes unfinished sagas now and every recovery interval. When
+    // shutdown begins, runners pause at their next step boundary (their
     // orders resume from the database later) and WatchOrder streams end, so
     // the drain is short.
-    let stopping = {
-        let saga = saga.clone();
-        async move {
-            shutdown.await;
-            saga.begin_shutdown();
-        }
-    };
-    let result = host.serve(listener, stopping).await;
-    saga.shutdown(config.serve.shutdown_grace).await;
-    database.close().await;
-    result
+    .background("saga runners", move |stop| async move {
+        saga.start_recovery();
+        stop.cancelled().await;
+        saga.begin_shutdown();
+        // The host bounds this wait by what is left of the grace period.
+        saga.shutdown(Duration::MAX).await;
+    })
+    .serve(listener, shutdown)
+    .await
+}
+
+impl ServiceBinary for OrderConfig {
+    const BINARY: &'static str = "agora-order";
+    const SERVICE: &'static str = "order";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn serve_args(&self) -> &ServeArgs {
+        &self.serve
+    }
+
+    fn database_args(&self) -> &DatabaseArgs {
+        &self.database
+    }
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let keys = OrderKeys::load(&self)?;
+        serve(self, keys, listener, shutdown).await
+    }
 }

@@ -594,7 +594,7 @@ fn truncate(s: &str, max_chars: usize) -> String {
 }
 
 fn corrupt(what: &str, value: &str) -> OrderError {
-    OrderError::Internal(anyhow::anyhow!("stored {what} {value:?} is not valid"))
+    OrderError::from(anyhow::anyhow!("stored {what} {value:?} is not valid"))
 }
 
 fn parse_stored_id(id: &str) -> Result<OrderId, OrderError> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::db::DatabaseArgs;
 
 /// The payment service: idempotent charges and refunds through a payment
 /// provider (the built-in deterministic test gateway).
@@ -14,19 +15,6 @@ pub struct PaymentConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "AGORA_PAYMENT_LISTEN", default_value = "127.0.0.1:50053")]
     pub listen: SocketAddr,
-
-    /// The payment database: `sqlite://path?mode=rwc` (embedded, the default)
-    /// or `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/payment.db?mode=rwc"
-    )]
-    pub database_url: String,
-
-    /// Most database connections held open.
-    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
 
     /// Longest one call to the payment provider may take (e.g. "10s"). A call
     /// that takes longer counts as a transient failure: the payment stays
@@ -47,9 +35,9 @@ pub struct PaymentConfig {
     #[arg(long, env = "AGORA_PAYMENT_RECONCILE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
 
-    /// Apply the database migrations, then exit (for a deployment's migration job).
-    #[arg(long)]
-    pub migrate_only: bool,
+    /// The payment database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Settings shared by every Agora service.
     #[command(flatten)]

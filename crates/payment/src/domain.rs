@@ -6,69 +6,26 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
-/// Why a value was refused. The message is written for the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub &'static str);
+pub use agora_interceptors::api::values::ParseError;
+use agora_interceptors::api::values::{ascii_token, text};
+use agora_interceptors::uuid7_id;
 
-/// Declares a UUIDv7 id newtype: ids sort by creation time, which keyset
-/// pagination relies on.
-macro_rules! uuid_v7_id {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Uuid);
-
-        impl $name {
-            /// A fresh id.
-            pub fn new() -> Self {
-                Self(Uuid::now_v7())
-            }
-
-            /// Parses the canonical hyphenated form of a UUIDv7.
-            pub fn parse(s: &str) -> Result<Self, ParseError> {
-                if s.is_empty() {
-                    return Err(ParseError("is required"));
-                }
-                let uuid = Uuid::try_parse(s).map_err(|_| ParseError("must be a UUID"))?;
-                if uuid.get_version_num() != 7 {
-                    return Err(ParseError("must be a UUIDv7"));
-                }
-                Ok(Self(uuid))
-            }
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.hyphenated().fmt(f)
-            }
-        }
-    };
-}
-
-uuid_v7_id! {
+uuid7_id! {
     /// A payment's id, assigned by this service.
-    PaymentId
+    pub PaymentId
 }
-uuid_v7_id! {
+uuid7_id! {
     /// A refund's id, assigned by this service.
-    RefundId
+    pub RefundId
 }
-uuid_v7_id! {
+uuid7_id! {
     /// The id of the order a payment is for (owned by the order service).
-    OrderId
+    pub OrderId
 }
-uuid_v7_id! {
+uuid7_id! {
     /// The id of the customer who pays (owned by the user service).
-    UserId
+    pub UserId
 }
 
 /// A three-letter upper-case ISO-4217 currency code such as `USD`.
@@ -83,9 +40,9 @@ impl Currency {
     /// than corrected, so a caller's bug is seen early.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         match s.as_bytes() {
-            [] => Err(ParseError("is required")),
+            [] => Err(ParseError::new("is required")),
             &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
-            _ => Err(ParseError(
+            _ => Err(ParseError::new(
                 "must be a three-letter upper-case ISO-4217 code such as USD",
             )),
         }
@@ -119,9 +76,9 @@ impl AmountMinor {
     /// Parses a charge or refund amount: positive and at most [`Self::MAX`].
     pub fn parse(value: i64) -> Result<Self, ParseError> {
         if value <= 0 {
-            Err(ParseError("must be positive"))
+            Err(ParseError::new("must be positive"))
         } else if value > Self::MAX {
-            Err(ParseError("must be at most 1000000000000 minor units"))
+            Err(ParseError::new("must be at most 1000000000000 minor units"))
         } else {
             Ok(Self(value))
         }
@@ -144,7 +101,7 @@ pub struct Money {
 
 /// Declares a caller-supplied printable-ASCII string with a length bound.
 macro_rules! ascii_text {
-    ($(#[$doc:meta])* $name:ident, $max:literal, $too_long:literal) => {
+    ($(#[$doc:meta])* $name:ident, $max:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(String);
@@ -156,18 +113,7 @@ macro_rules! ascii_text {
             /// Parses 1 to `MAX_LEN` printable ASCII characters (no spaces or
             /// control characters).
             pub fn parse(s: &str) -> Result<Self, ParseError> {
-                if s.is_empty() {
-                    return Err(ParseError("is required"));
-                }
-                if s.len() > Self::MAX_LEN {
-                    return Err(ParseError($too_long));
-                }
-                if !s.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(ParseError(
-                        "must be printable ASCII without spaces",
-                    ));
-                }
-                Ok(Self(s.to_owned()))
+                ascii_token(s, Self::MAX_LEN).map(Self)
             }
 
             /// The text.
@@ -180,12 +126,12 @@ macro_rules! ascii_text {
 
 ascii_text! {
     /// The caller's key that makes a Charge or Refund happen at most once.
-    IdempotencyKey, 128, "must be at most 128 characters"
+    IdempotencyKey, 128
 }
 ascii_text! {
     /// The provider's token for a customer's payment method. Kept in the
     /// database only while its charge is PENDING; never logged.
-    PaymentMethodToken, 256, "must be at most 256 characters"
+    PaymentMethodToken, 256
 }
 
 impl fmt::Debug for IdempotencyKey {
@@ -215,17 +161,7 @@ pub struct RefundReason(String);
 impl RefundReason {
     /// Parses a reason (surrounding white space dropped).
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(ParseError("is required"));
-        }
-        if s.chars().count() > 500 {
-            return Err(ParseError("must be at most 500 characters"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(ParseError("must not contain control characters"));
-        }
-        Ok(Self(s.to_owned()))
+        text(s, 500).map(Self)
     }
 
     /// The reason.

@@ -288,7 +288,7 @@ impl PaymentEngine {
             .await?
             .map(PaymentMethodToken::from_stored)
             .ok_or_else(|| {
-                PaymentError::Internal(anyhow::anyhow!(
+                PaymentError::from(anyhow::anyhow!(
                     "pending payment {id} has no payment-method token to charge"
                 ))
             })
@@ -412,7 +412,7 @@ impl PaymentEngine {
                 Ok(()) => {
                     tracing::info!(refund_id = %id, payment_id = %payment.id, amount = command.amount.amount.get(), "refund recorded");
                     let refund = store.get_refund(id).await?.ok_or_else(|| {
-                        PaymentError::Internal(anyhow::anyhow!("refund {id} vanished"))
+                        PaymentError::from(anyhow::anyhow!("refund {id} vanished"))
                     })?;
                     if let AttemptEnd::ProviderUnavailable = self
                         .run_refund_attempt(1, refund, payment.provider_reference)
@@ -447,7 +447,7 @@ impl PaymentEngine {
             let refund = store
                 .get_refund(id)
                 .await?
-                .ok_or_else(|| PaymentError::Internal(anyhow::anyhow!("refund {id} vanished")))?;
+                .ok_or_else(|| PaymentError::from(anyhow::anyhow!("refund {id} vanished")))?;
             match refund.state {
                 RefundState::Succeeded => {
                     return Ok((self.payment(refund.payment_id).await?, refund));

@@ -3,13 +3,12 @@
 //! A decline is not an error (Charge answers OK with a DECLINED payment); the
 //! errors below are the cases where the call itself did not do what was asked.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use agora_interceptors::api::errors::{self, ERROR_DOMAIN, FieldViolations, with_reason};
-use agora_interceptors::db;
+use agora_interceptors::api::errors::{
+    Fault, FieldViolations, retry_later, with_reason, wrong_state,
+};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 
 use crate::domain::PaymentState;
 
@@ -93,57 +92,12 @@ pub enum PaymentError {
     /// is still driving this key and it did not finish while we waited.
     #[error("another call with this key is still in progress")]
     InProgress,
-    /// UNAVAILABLE: the database could not be reached; retrying may help.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// INTERNAL: logged with its cause; the caller sees a generic message.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    /// UNAVAILABLE (the database) or INTERNAL: the service's own failure.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
 
-impl From<sqlx::Error> for PaymentError {
-    fn from(error: sqlx::Error) -> Self {
-        if db::is_transient(&error) {
-            PaymentError::Unavailable(error)
-        } else {
-            PaymentError::Internal(error.into())
-        }
-    }
-}
-
-impl From<anyhow::Error> for PaymentError {
-    fn from(error: anyhow::Error) -> Self {
-        PaymentError::Internal(error)
-    }
-}
-
-/// FAILED_PRECONDITION with an ErrorInfo reason and a PreconditionFailure
-/// naming the subject that is in the wrong state.
-fn precondition(
-    reason: &str,
-    subject: String,
-    message: String,
-    metadata: impl IntoIterator<Item = (&'static str, String)>,
-) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-    details.set_precondition_failure(vec![PreconditionViolation::new(
-        reason,
-        subject,
-        message.clone(),
-    )]);
-    Status::with_error_details(Code::FailedPrecondition, message, details)
-}
-
-/// UNAVAILABLE with a reason and a RetryInfo.
-fn retry_later(reason: &str, message: &str) -> Status {
-    let mut details = ErrorDetails::with_retry_info(Some(PROVIDER_RETRY_AFTER));
-    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::Unavailable, message, details)
-}
+agora_interceptors::fault_conversions!(PaymentError);
 
 impl From<PaymentError> for Status {
     fn from(error: PaymentError) -> Self {
@@ -155,7 +109,7 @@ impl From<PaymentError> for Status {
                 message,
                 [("payment_id", id)],
             ),
-            PaymentError::KeyReused { key } => precondition(
+            PaymentError::KeyReused { key } => wrong_state(
                 "IDEMPOTENCY_KEY_REUSED",
                 format!("idempotency_key:{key}"),
                 message,
@@ -164,7 +118,7 @@ impl From<PaymentError> for Status {
             PaymentError::OrderAlreadyPaid {
                 order_id,
                 payment_id,
-            } => precondition(
+            } => wrong_state(
                 "ORDER_ALREADY_PAID",
                 format!("order:{order_id}"),
                 message,
@@ -173,13 +127,13 @@ impl From<PaymentError> for Status {
             PaymentError::OrderChargePending {
                 order_id,
                 payment_id,
-            } => precondition(
+            } => wrong_state(
                 "ORDER_CHARGE_PENDING",
                 format!("order:{order_id}"),
                 message,
                 [("order_id", order_id), ("payment_id", payment_id)],
             ),
-            PaymentError::NotRefundable { payment_id, state } => precondition(
+            PaymentError::NotRefundable { payment_id, state } => wrong_state(
                 "PAYMENT_NOT_REFUNDABLE",
                 format!("payment:{payment_id}"),
                 message,
@@ -188,7 +142,7 @@ impl From<PaymentError> for Status {
             PaymentError::RefundExceedsCaptured {
                 payment_id,
                 remaining,
-            } => precondition(
+            } => wrong_state(
                 "REFUND_EXCEEDS_CAPTURED",
                 format!("payment:{payment_id}"),
                 message,
@@ -197,9 +151,9 @@ impl From<PaymentError> for Status {
                     ("remaining_minor", remaining.to_string()),
                 ],
             ),
-            PaymentError::RefundRejected { reason } => precondition(
+            PaymentError::RefundRejected { reason } => wrong_state(
                 "REFUND_REJECTED",
-                "refund".into(),
+                "refund",
                 message,
                 [("provider_reason", reason)],
             ),
@@ -211,16 +165,19 @@ impl From<PaymentError> for Status {
                 with_reason(Code::PermissionDenied, "PERMISSION_DENIED", why, [])
             }
             PaymentError::ProviderUnavailable => retry_later(
+                Code::Unavailable,
                 "PROVIDER_UNAVAILABLE",
                 "the payment provider did not answer; retry with the same idempotency_key \
                  (it never charges twice)",
+                PROVIDER_RETRY_AFTER,
             ),
             PaymentError::InProgress => retry_later(
+                Code::Unavailable,
                 "CHARGE_IN_PROGRESS",
                 "another call with this idempotency_key is in progress; retry with the same key",
+                PROVIDER_RETRY_AFTER,
             ),
-            PaymentError::Unavailable(error) => errors::unavailable("payment database", &error),
-            PaymentError::Internal(error) => errors::internal("payment service", error.as_ref()),
+            PaymentError::Fault(fault) => fault.into_status("payment"),
         }
     }
 }

@@ -22,35 +22,26 @@ pub mod reconciler;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use agora_interceptors::ServiceHost;
 use agora_interceptors::auth::{KeySet, TokenVerifier};
-use agora_interceptors::db::{Database, PoolSettings};
+use agora_interceptors::binary::ServiceBinary;
+use agora_interceptors::db::{DatabaseArgs, Migrations};
+use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
 use agora_proto::payment::v1::payment_service_server::PaymentServiceServer;
-
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
 pub use config::PaymentConfig;
 pub use gateway::TestGateway;
 pub use provider::PaymentProvider;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/payment/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/payment/postgres");
-
-/// Connects to the database and applies pending migrations.
-pub async fn open_database(config: &PaymentConfig) -> anyhow::Result<Database> {
-    let settings = PoolSettings {
-        max_connections: config.db_max_connections,
-        ..PoolSettings::default()
-    };
-    let database = Database::connect(&config.database_url, &settings).await?;
-    database
-        .migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS)
-        .await?;
-    Ok(database)
-}
+/// The payment service's schema, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate!("../../migrations/payment/sqlite"),
+    postgres: sqlx::migrate!("../../migrations/payment/postgres"),
+};
 
 /// Serves the payment service on `listener` until `shutdown` resolves, with
 /// the shipped test gateway as its provider (`tok_slow` delayed by
@@ -68,11 +59,11 @@ pub async fn serve(
 /// Serves the payment service with `provider` behind it: a real gateway's
 /// adapter, or a test double that fails on purpose.
 ///
-/// On shutdown: the reconciler stops, the server drains, provider attempts in
-/// flight get the rest of the grace period to finish and be recorded, then
-/// anything still running is stopped (its row stays PENDING, completed by the
-/// next retry or the reconciler). If this future is dropped instead (a crash,
-/// as tests simulate), attempts stop at once the same way.
+/// On shutdown: the reconciler stops, the server drains, and provider
+/// attempts in flight get the rest of the grace period to finish and be
+/// recorded; anything still running then is stopped (its row stays PENDING,
+/// completed by the next retry or the reconciler). If this future is dropped
+/// instead (a crash, as tests simulate), attempts stop at once the same way.
 pub async fn serve_with_provider(
     config: PaymentConfig,
     verifying: KeySet,
@@ -80,7 +71,7 @@ pub async fn serve_with_provider(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let database = open_database(&config).await?;
+    let database = config.database.open("payment", &MIGRATIONS).await?;
     let verifier = TokenVerifier::new(verifying, &config.serve.token_settings());
     let engine = engine::PaymentEngine::new(
         store::PaymentStore::new(database.clone()),
@@ -89,48 +80,59 @@ pub async fn serve_with_provider(
             provider_timeout: config.provider_timeout,
         },
     );
-    // Dropping this (the future being dropped, or returning) stops every
-    // attempt and the reconciler.
-    let _stop_on_drop = engine.stop_token().drop_guard();
-
-    let reconciler_stop = engine.stop_token().child_token();
-    let reconciler = (!config.reconcile_interval.is_zero()).then(|| {
-        tokio::spawn(reconciler::run(
-            engine.clone(),
-            config.reconcile_interval,
-            reconciler_stop.clone(),
-        ))
-    });
-
-    let metrics_listener = config.serve.bind_metrics().await?;
-    let mut host = ServiceHost::new(config.serve.clone(), verifier)
+    let reconcile_interval = config.reconcile_interval;
+    let attempts = engine.clone();
+    ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
-            PaymentServiceServer::new(grpc::PaymentApi::new(engine.clone()))
-                .max_decoding_message_size(config.serve.max_request_bytes),
+            grpc_server!(
+                PaymentServiceServer::new(grpc::PaymentApi::new(engine)),
+                config.serve
+            ),
             &grpc::POLICY,
         )
-        .readiness(database.clone());
-    if let Some(listener) = metrics_listener {
-        host = host.metrics(listener);
-    }
-    // Attempts get what is left of the grace period after the server drained,
-    // so the whole shutdown stays within it.
-    let shutdown_at = std::sync::OnceLock::new();
-    let result = host
-        .serve(listener, async {
-            shutdown.await;
-            let _ = shutdown_at.set(tokio::time::Instant::now());
+        .database(database)
+        .background("provider attempts", move |stop| async move {
+            // However this task ends (drained, out of grace, or dropped with
+            // a crashed server), every attempt still running stops there.
+            let _stop_attempts = attempts.stop_token().drop_guard();
+            if reconcile_interval.is_zero() {
+                stop.cancelled().await;
+            } else {
+                reconciler::run(attempts.clone(), reconcile_interval, stop).await;
+            }
+            // The host bounds this wait by what is left of the grace period.
+            attempts.drain(Duration::MAX).await;
         })
-        .await;
+        .serve(listener, shutdown)
+        .await
+}
 
-    reconciler_stop.cancel();
-    if let Some(reconciler) = reconciler {
-        let _ = reconciler.await;
+impl ServiceBinary for PaymentConfig {
+    const BINARY: &'static str = "agora-payment";
+    const SERVICE: &'static str = "payment";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
-    let left = shutdown_at.get().map_or(config.serve.shutdown_grace, |at| {
-        config.serve.shutdown_grace.saturating_sub(at.elapsed())
-    });
-    engine.drain(left).await;
-    database.close().await;
-    result
+
+    fn serve_args(&self) -> &ServeArgs {
+        &self.serve
+    }
+
+    fn database_args(&self) -> &DatabaseArgs {
+        &self.database
+    }
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let verifying = self.serve.key_set()?;
+        serve(self, verifying, listener, shutdown).await
+    }
 }

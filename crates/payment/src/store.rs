@@ -752,8 +752,7 @@ fn parse_stored<T, E: std::fmt::Display>(
     parse: impl FnOnce(&str) -> Result<T, E>,
     value: String,
 ) -> Result<T, PaymentError> {
-    parse(&value)
-        .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored value {value:?}: {e}")))
+    parse(&value).map_err(|e| PaymentError::from(anyhow::anyhow!("stored value {value:?}: {e}")))
 }
 
 fn money(amount: i64, currency: String) -> Result<Money, PaymentError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
 use agora_interceptors::auth::Role;
+use agora_interceptors::db::DatabaseArgs;
 use anyhow::Context;
 
 use crate::seed::SeedAccount;
@@ -18,19 +19,6 @@ pub struct UserConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "AGORA_USER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-
-    /// The user database: `sqlite://path?mode=rwc` (embedded, the default) or
-    /// `postgres://user@host/db`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://data/user.db?mode=rwc"
-    )]
-    pub database_url: String,
-
-    /// Most database connections held open.
-    #[arg(long, env = "AGORA_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
 
     /// PKCS#8 PEM file with the Ed25519 private key that signs access tokens.
     /// Unset: a random key is made at start-up (tokens then die with the process
@@ -66,14 +54,14 @@ pub struct UserConfig {
     )]
     pub bootstrap_admin_password_file: Option<PathBuf>,
 
-    /// Apply the database migrations, then exit (for a deployment's migration job).
-    #[arg(long)]
-    pub migrate_only: bool,
-
     /// Accounts to make at start-up, set by code (the development suite's
     /// demo accounts) rather than by flags.
     #[arg(skip)]
     pub seed_accounts: Vec<SeedAccount>,
+
+    /// The user database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// Settings shared by every Agora service.
     #[command(flatten)]

@@ -3,48 +3,15 @@
 
 use std::fmt;
 
+use agora_interceptors::api::values::text;
 use agora_interceptors::auth::Role;
-use uuid::Uuid;
 
-/// Why a value was refused. The message is written for the caller.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ParseError(pub &'static str);
+pub use agora_interceptors::api::values::ParseError;
 
-/// A user's id: a UUIDv7, so ids sort by creation time (keyset pagination relies
-/// on that).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UserId(Uuid);
-
-impl UserId {
-    /// A fresh id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Parses the canonical hyphenated form of a UUIDv7.
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        if s.is_empty() {
-            return Err(ParseError("is required"));
-        }
-        let uuid = Uuid::try_parse(s).map_err(|_| ParseError("must be a UUID"))?;
-        if uuid.get_version_num() != 7 {
-            return Err(ParseError("must be a UUIDv7"));
-        }
-        Ok(Self(uuid))
-    }
-}
-
-impl Default for UserId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
+agora_interceptors::uuid7_id! {
+    /// A user's id: a UUIDv7, so ids sort by creation time (keyset pagination
+    /// relies on that).
+    pub UserId
 }
 
 /// An email address as typed, with its case-insensitive form for uniqueness.
@@ -64,27 +31,31 @@ impl Email {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err(ParseError("is required"));
+            return Err(ParseError::new("is required"));
         }
         if s.chars().count() > Self::MAX_LEN {
-            return Err(ParseError("must be at most 254 characters"));
+            return Err(ParseError::new("must be at most 254 characters"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ParseError("must not contain spaces or control characters"));
+            return Err(ParseError::new(
+                "must not contain spaces or control characters",
+            ));
         }
-        let (local, domain) = s.split_once('@').ok_or(ParseError("must contain an @"))?;
+        let (local, domain) = s
+            .split_once('@')
+            .ok_or(ParseError::new("must contain an @"))?;
         if domain.contains('@') {
-            return Err(ParseError("must contain exactly one @"));
+            return Err(ParseError::new("must contain exactly one @"));
         }
         if local.is_empty() || local.chars().count() > 64 {
-            return Err(ParseError("must have 1 to 64 characters before the @"));
+            return Err(ParseError::new("must have 1 to 64 characters before the @"));
         }
         if !domain.contains('.')
             || domain.starts_with('.')
             || domain.ends_with('.')
             || domain.contains("..")
         {
-            return Err(ParseError(
+            return Err(ParseError::new(
                 "must have a domain such as example.com after the @",
             ));
         }
@@ -120,17 +91,7 @@ pub struct DisplayName(String);
 impl DisplayName {
     /// Parses a name: 1 to 100 characters after trimming, no control characters.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(ParseError("is required"));
-        }
-        if s.chars().count() > 100 {
-            return Err(ParseError("must be at most 100 characters"));
-        }
-        if s.chars().any(char::is_control) {
-            return Err(ParseError("must not contain control characters"));
-        }
-        Ok(Self(s.to_owned()))
+        text(s, 100).map(Self)
     }
 
     /// Rebuilds a name read back from storage.
@@ -166,16 +127,16 @@ impl Password {
     pub fn parse_new(s: &str) -> Result<Self, ParseError> {
         let chars = s.chars().count();
         if chars == 0 {
-            return Err(ParseError("is required"));
+            return Err(ParseError::new("is required"));
         }
         if chars < Self::MIN_CHARS {
-            return Err(ParseError("must be at least 12 characters"));
+            return Err(ParseError::new("must be at least 12 characters"));
         }
         if chars > Self::MAX_CHARS {
-            return Err(ParseError("must be at most 128 characters"));
+            return Err(ParseError::new("must be at most 128 characters"));
         }
         if s.trim().is_empty() {
-            return Err(ParseError("must not be only white space"));
+            return Err(ParseError::new("must not be only white space"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -184,10 +145,10 @@ impl Password {
     /// are checked, since old accounts may predate today's rules.
     pub fn parse_offered(s: &str) -> Result<Self, ParseError> {
         if s.is_empty() {
-            return Err(ParseError("is required"));
+            return Err(ParseError::new("is required"));
         }
         if s.chars().count() > Self::MAX_CHARS {
-            return Err(ParseError("must be at most 128 characters"));
+            return Err(ParseError::new("must be at most 128 characters"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -202,7 +163,7 @@ impl Password {
 pub fn parse_user_role(role: Role) -> Result<Role, ParseError> {
     match role {
         Role::Customer | Role::Admin => Ok(role),
-        Role::Service => Err(ParseError("must be ROLE_CUSTOMER or ROLE_ADMIN")),
+        Role::Service => Err(ParseError::new("must be ROLE_CUSTOMER or ROLE_ADMIN")),
     }
 }
 

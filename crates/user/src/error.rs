@@ -1,7 +1,6 @@
 //! The user context's errors and the gRPC status each becomes.
 
-use agora_interceptors::api::errors::{self, with_reason};
-use agora_interceptors::db;
+use agora_interceptors::api::errors::{Fault, with_reason};
 use tonic::{Code, Status};
 
 /// Everything that can go wrong in the user service.
@@ -21,29 +20,12 @@ pub enum UserError {
     /// PERMISSION_DENIED, reason `PERMISSION_DENIED`.
     #[error("{0}")]
     Forbidden(&'static str),
-    /// UNAVAILABLE: the database could not be reached; retrying may help.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// INTERNAL: logged with its cause; the caller sees a generic message.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
+    /// UNAVAILABLE (the database) or INTERNAL: the service's own failure.
+    #[error(transparent)]
+    Fault(#[from] Fault),
 }
 
-impl From<sqlx::Error> for UserError {
-    fn from(error: sqlx::Error) -> Self {
-        if db::is_transient(&error) {
-            UserError::Unavailable(error)
-        } else {
-            UserError::Internal(error.into())
-        }
-    }
-}
-
-impl From<anyhow::Error> for UserError {
-    fn from(error: anyhow::Error) -> Self {
-        UserError::Internal(error)
-    }
-}
+agora_interceptors::fault_conversions!(UserError);
 
 impl From<UserError> for Status {
     fn from(error: UserError) -> Self {
@@ -69,8 +51,7 @@ impl From<UserError> for Status {
             UserError::Forbidden(why) => {
                 with_reason(Code::PermissionDenied, "PERMISSION_DENIED", why, [])
             }
-            UserError::Unavailable(error) => errors::unavailable("user database", &error),
-            UserError::Internal(error) => errors::internal("user service", error.as_ref()),
+            UserError::Fault(fault) => fault.into_status("user"),
         }
     }
 }

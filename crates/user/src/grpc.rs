@@ -165,7 +165,7 @@ impl UserService for UserApi {
                         Ok(pb::Role::Customer) => Ok(Role::Customer),
                         Ok(pb::Role::Admin) => Ok(Role::Admin),
                         Ok(pb::Role::Service) => parse_user_role(Role::Service),
-                        _ => Err(crate::domain::ParseError(
+                        _ => Err(crate::domain::ParseError::new(
                             "must be ROLE_CUSTOMER or ROLE_ADMIN",
                         )),
                     };

@@ -17,19 +17,23 @@ pub mod seed;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
-use agora_interceptors::ServiceHost;
 use agora_interceptors::auth::{KeySet, SigningKey, TokenIssuer, TokenVerifier};
-use agora_interceptors::db::{Database, PoolSettings};
+use agora_interceptors::binary::ServiceBinary;
+use agora_interceptors::db::{DatabaseArgs, Migrations};
+use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
 use agora_proto::user::v1::user_service_server::UserServiceServer;
 use anyhow::Context;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 
 pub use config::UserConfig;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/user/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/user/postgres");
+/// The user service's schema, per dialect.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate!("../../migrations/user/sqlite"),
+    postgres: sqlx::migrate!("../../migrations/user/postgres"),
+};
 
 /// The keys the user service works with.
 #[derive(Clone, Debug)]
@@ -65,19 +69,6 @@ impl UserKeys {
     }
 }
 
-/// Connects to the database and applies pending migrations.
-pub async fn open_database(config: &UserConfig) -> anyhow::Result<Database> {
-    let settings = PoolSettings {
-        max_connections: config.db_max_connections,
-        ..PoolSettings::default()
-    };
-    let database = Database::connect(&config.database_url, &settings).await?;
-    database
-        .migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS)
-        .await?;
-    Ok(database)
-}
-
 /// Serves the user service on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: UserConfig,
@@ -85,7 +76,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let database = open_database(&config).await?;
+    let database = config.database.open("user", &MIGRATIONS).await?;
     let store = store::UserStore::new(database.clone());
     for account in config.all_seed_accounts()? {
         seed::ensure(&store, &account).await?;
@@ -96,18 +87,42 @@ pub async fn serve(
     let api = grpc::UserApi::new(store, issuer, config.access_token_ttl)
         .await
         .context("starting the user service")?;
-
-    let metrics_listener = config.serve.bind_metrics().await?;
-    let mut host = ServiceHost::new(config.serve.clone(), verifier)
+    ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
-            UserServiceServer::new(api).max_decoding_message_size(config.serve.max_request_bytes),
+            grpc_server!(UserServiceServer::new(api), config.serve),
             &grpc::POLICY,
         )
-        .readiness(database.clone());
-    if let Some(listener) = metrics_listener {
-        host = host.metrics(listener);
+        .database(database)
+        .serve(listener, shutdown)
+        .await
+}
+
+impl ServiceBinary for UserConfig {
+    const BINARY: &'static str = "agora-user";
+    const SERVICE: &'static str = "user";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
-    let result = host.serve(listener, shutdown).await;
-    database.close().await;
-    result
+
+    fn serve_args(&self) -> &ServeArgs {
+        &self.serve
+    }
+
+    fn database_args(&self) -> &DatabaseArgs {
+        &self.database
+    }
+
+    fn migrations() -> &'static Migrations {
+        &MIGRATIONS
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let keys = UserKeys::load(&self)?;
+        serve(self, keys, listener, shutdown).await
+    }
 }

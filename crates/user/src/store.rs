@@ -189,12 +189,10 @@ fn stored_user(row: &AnyRow) -> Result<StoredUser, UserError> {
     let id: String = row.try_get("user_id")?;
     let role: String = row.try_get("role")?;
     let user = User {
-        id: UserId::parse(&id)
-            .map_err(|e| UserError::Internal(anyhow::anyhow!("stored user id {id:?}: {e}")))?,
+        id: UserId::parse(&id).map_err(|_| db::corrupt("user id", &id))?,
         email: Email::from_stored(row.try_get("email")?, row.try_get("email_normalized")?),
         display_name: DisplayName::from_stored(row.try_get("display_name")?),
-        role: Role::parse(&role)
-            .ok_or_else(|| UserError::Internal(anyhow::anyhow!("stored role {role:?}")))?,
+        role: Role::parse(&role).ok_or_else(|| db::corrupt("role", &role))?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     };

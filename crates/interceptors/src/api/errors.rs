@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, PreconditionViolation, StatusExt};
 
 /// The `ErrorInfo.domain` of every error Agora raises.
 pub const ERROR_DOMAIN: &str = "agora.dev";
@@ -113,9 +113,145 @@ pub fn resource_exhausted(
     message: impl Into<String>,
     retry_after: Duration,
 ) -> Status {
+    retry_later(Code::ResourceExhausted, reason, message, retry_after)
+}
+
+/// `code` (UNAVAILABLE, RESOURCE_EXHAUSTED) with an ErrorInfo and a
+/// `RetryInfo` telling the caller when a retry may succeed.
+pub fn retry_later(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    retry_after: Duration,
+) -> Status {
     let mut details = ErrorDetails::with_retry_info(Some(retry_after));
     details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    Status::with_error_details(Code::ResourceExhausted, message, details)
+    Status::with_error_details(code, message, details)
+}
+
+/// FAILED_PRECONDITION: the request is well formed but the system is not in
+/// a state that allows it (AIP-193). Carries an ErrorInfo with `reason` and
+/// `metadata`, and a PreconditionFailure listing what is in the wrong state
+/// (see [`violation`]).
+pub fn failed_precondition(
+    reason: &str,
+    message: impl Into<String>,
+    violations: Vec<PreconditionViolation>,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    let metadata = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect::<HashMap<_, _>>();
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    details.set_precondition_failure(violations);
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}
+
+/// FAILED_PRECONDITION because one `subject` is in the wrong state: the
+/// common case of [`failed_precondition`], whose one violation has the
+/// reason as its kind.
+pub fn wrong_state(
+    reason: &str,
+    subject: impl Into<String>,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    let message = message.into();
+    let violations = vec![violation(reason, subject, message.clone())];
+    failed_precondition(reason, message, violations, metadata)
+}
+
+/// One PreconditionFailure violation: what kind of check failed (`kind`,
+/// e.g. "STOCK" or the error's reason), on which `subject`, and why.
+pub fn violation(
+    kind: impl Into<String>,
+    subject: impl Into<String>,
+    description: impl Into<String>,
+) -> PreconditionViolation {
+    PreconditionViolation::new(kind, subject, description)
+}
+
+/// A failure of the service itself, never of the caller: its database could
+/// not be reached (UNAVAILABLE: a retry may help), kept reporting colliding
+/// transactions (ABORTED: the call changed nothing, repeat it), or something
+/// unexpected happened (INTERNAL). Every context's error enum carries it as its `Fault`
+/// variant, so these two are mapped, logged and hidden from callers in one
+/// place; [`fault_conversions!`](crate::fault_conversions) lets `?` turn
+/// `sqlx::Error` and `anyhow::Error` into the context's enum.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// UNAVAILABLE, reason `DEPENDENCY_UNAVAILABLE`: the database could not be
+    /// reached or is overloaded.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// ABORTED, reason `CONFLICT`: concurrent transactions kept colliding
+    /// (SQLite busy past its timeout, a PostgreSQL serialization failure or
+    /// deadlock); nothing was changed.
+    #[error("conflicting concurrent update")]
+    Conflict(#[source] sqlx::Error),
+    /// INTERNAL: logged with its cause chain; the caller sees a generic
+    /// message.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for Fault {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_conflict(&error) {
+            Fault::Conflict(error)
+        } else if crate::db::is_transient(&error) {
+            Fault::Unavailable(error)
+        } else {
+            Fault::Internal(error.into())
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fault {
+    fn from(error: anyhow::Error) -> Self {
+        Fault::Internal(error)
+    }
+}
+
+impl Fault {
+    /// The status the caller sees; `service` names the context in the log
+    /// line (e.g. "order").
+    pub fn into_status(self, service: &str) -> Status {
+        match self {
+            Fault::Unavailable(error) => unavailable(&format!("{service} database"), &error),
+            Fault::Conflict(error) => {
+                tracing::warn!(error = %error_chain(&error), "{service}: transaction conflict persisted");
+                with_reason(
+                    Code::Aborted,
+                    "CONFLICT",
+                    "conflicting concurrent update; nothing was changed, retry",
+                    [],
+                )
+            }
+            Fault::Internal(error) => internal(&format!("{service} service"), error.as_ref()),
+        }
+    }
+}
+
+/// Implements `From<sqlx::Error>` and `From<anyhow::Error>` for a context's
+/// error enum through its `Fault(`[`Fault`]`)` variant, so `?` works on
+/// database calls and `anyhow!` alike.
+#[macro_export]
+macro_rules! fault_conversions {
+    ($error:ty) => {
+        impl ::std::convert::From<::sqlx::Error> for $error {
+            fn from(error: ::sqlx::Error) -> Self {
+                Self::Fault(error.into())
+            }
+        }
+
+        impl ::std::convert::From<::anyhow::Error> for $error {
+            fn from(error: ::anyhow::Error) -> Self {
+                Self::Fault(error.into())
+            }
+        }
+    };
 }
 
 /// INTERNAL for an unexpected failure: the cause chain goes to the log, the caller

@@ -59,7 +59,7 @@ impl Host {
             host = host.add_service(StubUsers, &STUB_USERS_POLICY);
         }
         if let Some(database) = readiness {
-            host = host.readiness(database);
+            host = host.database(database);
         }
         let metrics = host.grpc_metrics();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -26,7 +26,7 @@ pub mod reservations;
 use std::future::Future;
 use std::time::Duration;
 
-use agora_interceptors::db::{Backend, Database};
+use agora_interceptors::db::{Backend, Database, corrupt};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -84,11 +84,6 @@ macro_rules! product_columns {
     };
 }
 pub(crate) use product_columns;
-
-/// A corrupt stored value: a bug or a hand-edited database, never the caller.
-fn corrupt(what: &str, value: impl std::fmt::Debug) -> InventoryError {
-    InventoryError::Internal(anyhow::anyhow!("stored {what} {value:?} is invalid"))
-}
 
 pub(crate) fn product_from_row(row: &AnyRow) -> Result<Product, InventoryError> {
     let currency: String = row.try_get("currency_code")?;

@@ -3,7 +3,7 @@
 //! first and product rows after it in sku order (see the parent module).
 
 use agora_interceptors::api::time::now_micros;
-use agora_interceptors::db::Database;
+use agora_interceptors::db::{self, Database};
 use sqlx::{Any, Row, Transaction};
 
 use super::{begin_write, load_lines, load_reservation, retrying};
@@ -67,9 +67,7 @@ impl Reservations {
             let existing = load_reservation(&mut tx, order_id).await?;
             tx.rollback().await?;
             let existing = existing.ok_or_else(|| {
-                InventoryError::Internal(anyhow::anyhow!(
-                    "reservation {order_id} conflicted but cannot be read"
-                ))
+                anyhow::anyhow!("reservation {order_id} conflicted but cannot be read")
             })?;
             return if lines.matches(&existing.lines) {
                 Ok(existing)
@@ -133,9 +131,7 @@ impl Reservations {
             tx.rollback().await?;
             return Err(InventoryError::CurrencyMismatch);
         };
-        let currency = Currency::parse(currency).map_err(|_| {
-            InventoryError::Internal(anyhow::anyhow!("stored currency {currency:?}"))
-        })?;
+        let currency = Currency::parse(currency).map_err(|_| db::corrupt("currency", currency))?;
 
         // Prices are at most 10^12 and a reservation at most 100 × 10 000
         // units, so the total cannot overflow (see `Price::MAX_MINOR`).
@@ -294,9 +290,7 @@ impl Reservations {
             .await?;
             for row in &due {
                 let id: String = row.try_get("order_id")?;
-                let order_id = OrderId::parse(&id).map_err(|_| {
-                    InventoryError::Internal(anyhow::anyhow!("stored order id {id:?}"))
-                })?;
+                let order_id = OrderId::parse(&id).map_err(|_| db::corrupt("order id", &id))?;
                 // The list above is only a hint; the transition re-checks.
                 let done = retrying("expiring a reservation", move || async move {
                     let mut tx = begin_write(&self.db).await?;
@@ -378,10 +372,11 @@ async fn move_stock(
             .await?
             .rows_affected();
         if moved != 1 {
-            return Err(InventoryError::Internal(anyhow::anyhow!(
+            return Err(anyhow::anyhow!(
                 "product {} of reservation {order_id} is missing",
                 line.sku
-            )));
+            )
+            .into());
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ const CHANNELS: usize = 8;
 
 backend_test! {
     async fn two_hundred_orders_race_for_fifty_units(db: &TestDatabase) {
-        let app = spawn_with(db, |config| config.db_max_connections = 10).await;
+        let app = spawn_with(db, |config| config.database.db_max_connections = 10).await;
         app.product("SKU-LAST", 700, 50).await;
         let clients: Vec<_> = (0..CHANNELS)
             .map(|_| InventoryServiceClient::new(app.channel()))

@@ -93,9 +93,10 @@ backend_test! {
     async fn migrate_only_databases_serve_and_shutdown_is_clean(db: &TestDatabase) {
         // Opening twice applies migrations once and is harmless.
         let mut config = InventoryConfig::defaults();
-        config.database_url = db.url().to_owned();
-        agora_inventory::open_database(&config).await.unwrap().close().await;
-        agora_inventory::open_database(&config).await.unwrap().close().await;
+        config.database.database_url = Some(db.url().to_owned());
+        let open = || config.database.open("inventory", &agora_inventory::MIGRATIONS);
+        open().await.unwrap().close().await;
+        open().await.unwrap().close().await;
 
         let app = spawn_with(db, |config| {
             config.serve.shutdown_grace = Duration::from_secs(2);

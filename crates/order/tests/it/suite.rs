@@ -216,7 +216,7 @@ impl Suite {
         let user = start_user(&user_db, &keys).await;
 
         let mut config = InventoryConfig::defaults();
-        config.database_url = inventory_db.url().to_owned();
+        config.database.database_url = Some(inventory_db.url().to_owned());
         config.serve.rate_limit_per_second = 0;
         let inventory = spawn_server(|listener, stop| {
             agora_inventory::serve(config, keys.downstream_key_set(), listener, stop)
@@ -230,7 +230,7 @@ impl Suite {
 
         let provider = options.provider.unwrap_or_else(FlakyProvider::reliable);
         let mut config = PaymentConfig::defaults();
-        config.database_url = payment_db.url().to_owned();
+        config.database.database_url = Some(payment_db.url().to_owned());
         config.serve.rate_limit_per_second = 0;
         // The payment service's own reconciler would also complete PENDING
         // charges; keep it out of the way so each test shows the saga's part.

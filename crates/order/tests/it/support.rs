@@ -122,7 +122,7 @@ impl Keys {
 /// Starts a user service on `db`.
 pub async fn start_user(db: &TestDatabase, keys: &Keys) -> Server {
     let mut config = UserConfig::defaults();
-    config.database_url = db.url().to_owned();
+    config.database.database_url = Some(db.url().to_owned());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -138,7 +138,7 @@ pub async fn start_user(db: &TestDatabase, keys: &Keys) -> Server {
 /// Order-service settings for tests: fast retries and recovery.
 pub fn order_config(db: &TestDatabase) -> OrderConfig {
     let mut config = OrderConfig::defaults();
-    config.database_url = db.url().to_owned();
+    config.database.database_url = Some(db.url().to_owned());
     config.saga_step_attempts = 3;
     config.saga_retry_base = Duration::from_millis(20);
     config.saga_retry_max = Duration::from_millis(200);

@@ -55,7 +55,7 @@ pub async fn spawn_with(
     adjust: impl FnOnce(&mut PaymentConfig),
 ) -> TestApp {
     let mut config = PaymentConfig::defaults();
-    config.database_url = db.url().to_owned();
+    config.database.database_url = Some(db.url().to_owned());
     config.reconcile_interval = Duration::ZERO;
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -29,7 +29,7 @@ pub async fn spawn_app(db: &TestDatabase) -> TestApp {
 pub async fn spawn_with(db: &TestDatabase, adjust: impl FnOnce(&mut UserConfig)) -> TestApp {
     let keys = TestKeys::new();
     let mut config = UserConfig::defaults();
-    config.database_url = db.url().to_owned();
+    config.database.database_url = Some(db.url().to_owned());
     adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
