@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use agora_interceptors::api::errors::FieldViolations;
-use agora_interceptors::api::pagination;
+use agora_interceptors::api::pagination::PageRequest;
 use agora_interceptors::api::time::timestamp_from_micros;
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy};
 use agora_proto::Money;
@@ -104,19 +104,10 @@ impl InventoryService for InventoryApi {
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let request = request.into_inner();
-        let limit = pagination::page_size(request.page_size)?;
-        let after = pagination::decode_token(&request.page_token, "")?;
-        // One extra row tells whether another page follows.
-        let mut products = self.catalog.list(after.as_deref(), limit + 1).await?;
-        let next_page_token = if products.len() > limit as usize {
-            products.truncate(limit as usize);
-            products
-                .last()
-                .map(|last| pagination::encode_token(last.sku.as_str(), ""))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = PageRequest::parse(request.page_size, &request.page_token, "")?;
+        let products = self.catalog.list(page.after(), page.fetch_limit()).await?;
+        let (products, next_page_token) =
+            page.split(products, |product| product.sku.as_str().to_owned());
         Ok(Response::new(pb::ListProductsResponse {
             products: products.iter().map(product_to_proto).collect(),
             next_page_token,
@@ -134,12 +125,8 @@ impl InventoryService for InventoryApi {
         let delta = violations.check("delta", StockDelta::parse(request.delta));
         let reason = violations.check("reason", AdjustmentReason::parse(&request.reason));
         let request_id = violations.check("request_id", RequestId::parse(&request.request_id));
-        violations.into_result()?;
-        let (Some(sku), Some(delta), Some(reason), Some(request_id)) =
-            (sku, delta, reason, request_id)
-        else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let (sku, delta, reason, request_id) =
+            violations.finish((sku, delta, reason, request_id))?;
         let adjustment = Adjustment {
             sku,
             delta,
@@ -180,10 +167,7 @@ impl InventoryService for InventoryApi {
         let ttl = requested_ttl.and_then(|ttl| {
             violations.check("ttl", Ttl::resolve(ttl, self.default_ttl, self.max_ttl))
         });
-        violations.into_result()?;
-        let (Some(order_id), Some(lines), Some(ttl)) = (order_id, lines, ttl) else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let (order_id, lines, ttl) = violations.finish((order_id, lines, ttl))?;
         let reservation = self.reservations.reserve(order_id, &lines, ttl).await?;
         tracing::info!(
             %order_id,
@@ -276,11 +260,7 @@ fn parse_new_product(product: &pb::Product) -> Result<NewProduct, Status> {
             }
         }
     };
-    violations.into_result()?;
-    let (Some(sku), Some(name), Some(description), Some(price)) = (sku, name, description, price)
-    else {
-        unreachable!("every field parsed when there are no violations");
-    };
+    let (sku, name, description, price) = violations.finish((sku, name, description, price))?;
     Ok(NewProduct {
         sku,
         name,

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agora_interceptors::api::errors::FieldViolations;
-use agora_interceptors::api::pagination;
+use agora_interceptors::api::pagination::PageRequest;
 use agora_interceptors::api::time::timestamp_from_micros;
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy};
 use agora_interceptors::client::current_deadline;
@@ -189,10 +189,7 @@ impl OrderService for OrderApi {
             PaymentToken::parse(&body.payment_method_token),
         );
         let request_id = violations.check("request_id", RequestId::parse(&body.request_id));
-        violations.into_result()?;
-        let (Some(cart), Some(token), Some(request_id)) = (cart, token, request_id) else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let (cart, token, request_id) = violations.finish((cart, token, request_id))?;
 
         // AIP-155: a repeat returns the order as it is now and starts nothing.
         if let Some(existing) = self.store.find_by_request(customer, request_id).await? {
@@ -263,7 +260,6 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let principal = Principal::of(&request)?;
         let body = request.into_inner();
-        let limit = pagination::page_size(body.page_size)?;
         let customer = match principal.role {
             Role::Customer => {
                 if !body.user_id.is_empty() && body.user_id != principal.subject {
@@ -282,20 +278,12 @@ impl OrderService for OrderApi {
             ),
         };
         let filter = customer.map(|c| c.to_string()).unwrap_or_default();
-        let after = pagination::decode_token(&body.page_token, &filter)?;
-        let mut orders = self
+        let page = PageRequest::parse(body.page_size, &body.page_token, filter)?;
+        let orders = self
             .store
-            .list(customer, after.as_deref(), limit + 1)
+            .list(customer, page.after(), page.fetch_limit())
             .await?;
-        let next_page_token = if orders.len() > limit as usize {
-            orders.truncate(limit as usize);
-            orders
-                .last()
-                .map(|last| pagination::encode_token(&last.id.to_string(), &filter))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (orders, next_page_token) = page.split(orders, |order| order.id.to_string());
         Ok(Response::new(pb::ListOrdersResponse {
             orders: orders.iter().map(to_proto).collect(),
             next_page_token,
@@ -311,10 +299,7 @@ impl OrderService for OrderApi {
         let mut violations = FieldViolations::new();
         let id = violations.check("order_id", OrderId::parse(&body.order_id));
         let reason = violations.check("reason", CancelReason::parse(&body.reason));
-        violations.into_result()?;
-        let (Some(id), Some(reason)) = (id, reason) else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let (id, reason) = violations.finish((id, reason))?;
         let order = self.visible_order(&principal, id).await?;
         let changes = self.store.subscribe();
         let runner = match order.state {

@@ -2,7 +2,7 @@
 //! commands, checks who may do what, and converts results back to protobuf.
 
 use agora_interceptors::api::errors::FieldViolations;
-use agora_interceptors::api::pagination;
+use agora_interceptors::api::pagination::{self, PageRequest};
 use agora_interceptors::api::time::timestamp_from_micros;
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy};
 use agora_proto::payment::v1 as pb;
@@ -101,11 +101,8 @@ impl PaymentService for PaymentApi {
             OrderId::parse,
         );
         let user_id = optional(&mut violations, "user_id", &request.user_id, UserId::parse);
-        let limit = violations.check("page_size", page_size(request.page_size));
-        violations.into_result()?;
-        let (Some(order_id), Some(mut user_id), Some(limit)) = (order_id, user_id, limit) else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let limit = violations.check("page_size", pagination::page_size(request.page_size));
+        let (order_id, mut user_id, limit) = violations.finish((order_id, user_id, limit))?;
 
         if principal.role == Role::Customer {
             // A customer's list is always their own.
@@ -128,32 +125,18 @@ impl PaymentService for PaymentApi {
             order_id.map(|id| id.to_string()).unwrap_or_default(),
             user_id.map(|id| id.to_string()).unwrap_or_default()
         );
-        let after = pagination::decode_token(&request.page_token, &fingerprint)?;
-        // One extra row tells whether another page follows.
-        let mut payments = self
+        let page = PageRequest::new(limit, &request.page_token, fingerprint)?;
+        let payments = self
             .engine
             .store()
-            .list(filter, after.as_deref(), limit + 1)
+            .list(filter, page.after(), page.fetch_limit())
             .await?;
-        let next_page_token = if payments.len() > limit as usize {
-            payments.truncate(limit as usize);
-            payments
-                .last()
-                .map(|last| pagination::encode_token(&last.id.to_string(), &fingerprint))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (payments, next_page_token) = page.split(payments, |payment| payment.id.to_string());
         Ok(Response::new(pb::ListPaymentsResponse {
             payments: payments.iter().map(payment_to_proto).collect(),
             next_page_token,
         }))
     }
-}
-
-/// The page size, as a parse so it joins the other field violations.
-fn page_size(requested: i32) -> Result<u32, &'static str> {
-    pagination::page_size(requested).map_err(|_| "must not be negative")
 }
 
 /// An optional id: empty means "any".
@@ -208,12 +191,8 @@ fn parse_charge(request: pb::ChargeRequest) -> Result<ChargeCommand, Status> {
         "idempotency_key",
         IdempotencyKey::parse(&request.idempotency_key),
     );
-    violations.into_result()?;
-    let (Some(order_id), Some(user_id), Some(amount), Some(token), Some(idempotency_key)) =
-        (order_id, user_id, amount, token, key)
-    else {
-        unreachable!("every field parsed when there are no violations");
-    };
+    let (order_id, user_id, amount, token, idempotency_key) =
+        violations.finish((order_id, user_id, amount, token, key))?;
     Ok(ChargeCommand {
         order_id,
         user_id,
@@ -232,12 +211,8 @@ fn parse_refund(request: pb::RefundRequest) -> Result<RefundCommand, Status> {
         "idempotency_key",
         IdempotencyKey::parse(&request.idempotency_key),
     );
-    violations.into_result()?;
-    let (Some(payment_id), Some(amount), Some(reason), Some(idempotency_key)) =
-        (payment_id, amount, reason, key)
-    else {
-        unreachable!("every field parsed when there are no violations");
-    };
+    let (payment_id, amount, reason, idempotency_key) =
+        violations.finish((payment_id, amount, reason, key))?;
     Ok(RefundCommand {
         payment_id,
         amount,

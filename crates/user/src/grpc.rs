@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use agora_interceptors::api::errors::FieldViolations;
-use agora_interceptors::api::pagination;
+use agora_interceptors::api::pagination::PageRequest;
 use agora_interceptors::api::time::timestamp_from_micros;
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy, TokenIssuer};
 use agora_proto::user::v1 as pb;
@@ -88,11 +88,7 @@ impl UserService for UserApi {
         let display_name =
             violations.check("display_name", DisplayName::parse(&request.display_name));
         let password = violations.check("password", Password::parse_new(&request.password));
-        violations.into_result()?;
-        let (Some(email), Some(display_name), Some(password)) = (email, display_name, password)
-        else {
-            unreachable!("every field parsed when there are no violations");
-        };
+        let (email, display_name, password) = violations.finish((email, display_name, password))?;
 
         let hash = password::hash(password).await.map_err(UserError::from)?;
         let user = self
@@ -208,19 +204,9 @@ impl UserService for UserApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
-        let limit = pagination::page_size(request.page_size)?;
-        let after = pagination::decode_token(&request.page_token, "")?;
-        // One extra row tells whether another page follows.
-        let mut users = self.store.list(after.as_deref(), limit + 1).await?;
-        let next_page_token = if users.len() > limit as usize {
-            users.truncate(limit as usize);
-            users
-                .last()
-                .map(|last| pagination::encode_token(&last.id.to_string(), ""))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let page = PageRequest::parse(request.page_size, &request.page_token, "")?;
+        let users = self.store.list(page.after(), page.fetch_limit()).await?;
+        let (users, next_page_token) = page.split(users, |user| user.id.to_string());
         Ok(Response::new(pb::ListUsersResponse {
             users: users.iter().map(to_proto).collect(),
             next_page_token,

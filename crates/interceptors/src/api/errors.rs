@@ -68,6 +68,28 @@ impl FieldViolations {
         }
     }
 
+    /// The parsed values, once every field has been checked: `parsed` is the
+    /// tuple of what [`Self::check`] returned, e.g. `(id, reason)`. Any
+    /// violation makes it INVALID_ARGUMENT with all of them. So the check and
+    /// the use of its result cannot drift apart:
+    ///
+    /// ```text
+    /// let id = violations.check("order_id", OrderId::parse(&body.order_id));
+    /// let reason = violations.check("reason", CancelReason::parse(&body.reason));
+    /// let (id, reason) = violations.finish((id, reason))?;
+    /// ```
+    pub fn finish<T: Parsed>(self, parsed: T) -> Result<T::Values, Status> {
+        self.into_result()?;
+        parsed.values().ok_or_else(|| {
+            // A check that failed without recording a violation: a bug here,
+            // not the caller's mistake.
+            internal(
+                "request parsing",
+                &*anyhow::anyhow!("a field failed to parse without a violation"),
+            )
+        })
+    }
+
     /// INVALID_ARGUMENT carrying every recorded violation.
     pub fn into_status(self) -> Status {
         let summary = self
@@ -85,6 +107,40 @@ impl FieldViolations {
         )
     }
 }
+
+/// The results of [`FieldViolations::check`] on every field of a request: a
+/// tuple of `Option`s, all `Some` when nothing was refused.
+pub trait Parsed {
+    /// The tuple of the parsed values.
+    type Values;
+    /// Every value, or `None` if any field failed.
+    fn values(self) -> Option<Self::Values>;
+}
+
+impl<A> Parsed for Option<A> {
+    type Values = A;
+    fn values(self) -> Option<A> {
+        self
+    }
+}
+
+macro_rules! parsed_tuple {
+    ($($name:ident),+) => {
+        impl<$($name),+> Parsed for ($(Option<$name>,)+) {
+            type Values = ($($name,)+);
+            #[allow(non_snake_case)]
+            fn values(self) -> Option<Self::Values> {
+                let ($($name,)+) = self;
+                Some(($($name?,)+))
+            }
+        }
+    };
+}
+parsed_tuple!(A, B);
+parsed_tuple!(A, B, C);
+parsed_tuple!(A, B, C, D);
+parsed_tuple!(A, B, C, D, E);
+parsed_tuple!(A, B, C, D, E, F);
 
 /// INVALID_ARGUMENT for a single bad field.
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
