@@ -6,6 +6,7 @@ mod client;
 mod limits;
 mod metrics;
 mod probe;
+mod readiness;
 mod shutdown;
 mod tls;
 mod trace;

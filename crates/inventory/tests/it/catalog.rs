@@ -2,10 +2,11 @@
 //! call, and keyset pagination.
 
 use agora_proto::inventory::v1 as pb;
+use agora_testkit::status::{metadata, reason, violated_fields};
 use agora_testkit::{backend_test, with_token};
 use tonic::Code;
 
-use crate::support::{metadata, money, reason, spawn_app, violated_fields};
+use crate::support::{money, spawn_app};
 
 backend_test! {
     async fn products_are_created_read_and_unique(db: &TestDatabase) {

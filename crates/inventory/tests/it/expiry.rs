@@ -5,9 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use agora_proto::inventory::v1 as pb;
 use agora_testkit::backend_test;
+use agora_testkit::eventually;
+use agora_testkit::status::reason;
 use tonic::Code;
 
-use crate::support::{eventually, order_id, reason, spawn_with};
+use crate::support::{order_id, spawn_with};
 
 const EXPIRED: i32 = pb::ReservationState::Expired as i32;
 const COMMITTED: i32 = pb::ReservationState::Committed as i32;

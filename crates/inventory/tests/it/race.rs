@@ -7,10 +7,12 @@ use std::time::Duration;
 use agora_interceptors::db::Database;
 use agora_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use agora_testkit::backend_test;
+use agora_testkit::eventually;
+use agora_testkit::status::reason;
 use sqlx::Row;
 use tonic::Code;
 
-use crate::support::{TestApp, eventually, order_id, reason, reserve_on, spawn_with};
+use crate::support::{TestApp, order_id, reserve_on, spawn_with};
 
 /// Connections the racing calls are spread over, so they really arrive at
 /// once rather than queueing on one HTTP/2 connection.

@@ -4,12 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use agora_proto::inventory::v1 as pb;
+use agora_testkit::status::{metadata, precondition_violations, reason, violated_fields};
 use agora_testkit::{backend_test, with_token};
 use tonic::Code;
 
-use crate::support::{
-    metadata, money, order_id, precondition_subjects, reason, spawn_app, violated_fields,
-};
+use crate::support::{money, order_id, spawn_app};
 
 const HELD: i32 = pb::ReservationState::Held as i32;
 const COMMITTED: i32 = pb::ReservationState::Committed as i32;
@@ -146,10 +145,10 @@ backend_test! {
         assert_eq!(short.code(), Code::FailedPrecondition);
         assert_eq!(reason(&short), "INSUFFICIENT_STOCK");
         assert_eq!(
-            precondition_subjects(&short),
+            precondition_violations(&short),
             [
-                ("SKU-B".to_owned(), "2 units requested, 1 available".to_owned()),
-                ("SKU-D".to_owned(), "3 units requested, 0 available".to_owned()),
+                ("STOCK".to_owned(), "SKU-B".to_owned(), "2 units requested, 1 available".to_owned()),
+                ("STOCK".to_owned(), "SKU-D".to_owned(), "3 units requested, 0 available".to_owned()),
             ]
         );
         assert_eq!(stock(&app, "SKU-A").await, (10, 0, 10));

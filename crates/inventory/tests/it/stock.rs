@@ -2,11 +2,12 @@
 //! and the floor set by reserved units.
 
 use agora_proto::inventory::v1 as pb;
+use agora_testkit::status::{precondition_violations, reason, violated_fields};
 use agora_testkit::{backend_test, with_token};
 use sqlx::Row;
 use tonic::Code;
 
-use crate::support::{order_id, precondition_subjects, reason, spawn_app, violated_fields};
+use crate::support::{order_id, spawn_app};
 
 backend_test! {
     async fn adjustments_apply_once_per_request_id_and_are_audited(db: &TestDatabase) {
@@ -78,9 +79,9 @@ backend_test! {
         let refused = app.adjust_with("SKU-MUG", -4, &refused_id).await.unwrap_err();
         assert_eq!(refused.code(), Code::FailedPrecondition);
         assert_eq!(reason(&refused), "STOCK_BELOW_RESERVED");
-        let subjects = precondition_subjects(&refused);
-        assert_eq!(subjects.len(), 1);
-        assert_eq!(subjects[0].0, "SKU-MUG");
+        let violations = precondition_violations(&refused);
+        assert_eq!(violations.len(), 1);
+        assert_eq!((violations[0].0.as_str(), violations[0].1.as_str()), ("STOCK", "SKU-MUG"));
         let product = app.get_product("SKU-MUG").await;
         assert_eq!((product.on_hand, product.reserved, product.available), (10, 7, 3));
 

@@ -1,33 +1,28 @@
-//! Starts an inventory service for one test and hands back typed clients and
-//! the calls most scenarios need.
+//! An inventory service for one test, with its typed client and the calls
+//! most scenarios need. Starting it, tokens and error details come from
+//! `agora_testkit`.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agora_interceptors::auth::Role;
 use agora_interceptors::db::{Database, PoolSettings};
 use agora_inventory::InventoryConfig;
 use agora_proto::Money;
 use agora_proto::inventory::v1 as pb;
 use agora_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use agora_testkit::{TestDatabase, TestKeys, channel, wait_until_serving, with_token};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use agora_testkit::services::{self, INVENTORY};
+use agora_testkit::{Keys, TestDatabase, TestServer, with_token};
 use tonic::transport::Channel;
 
-pub const INVENTORY_SERVICE: &str = "agora.inventory.v1.InventoryService";
+pub const INVENTORY_SERVICE: &str = INVENTORY;
 
 /// A running inventory service.
 pub struct TestApp {
-    pub addr: SocketAddr,
+    pub server: TestServer,
     pub client: InventoryServiceClient<Channel>,
-    pub keys: TestKeys,
+    pub keys: Keys,
     pub admin: String,
     pub service: String,
     pub database_url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
 }
 
 pub async fn spawn_app(db: &TestDatabase) -> TestApp {
@@ -35,46 +30,27 @@ pub async fn spawn_app(db: &TestDatabase) -> TestApp {
 }
 
 pub async fn spawn_with(db: &TestDatabase, adjust: impl FnOnce(&mut InventoryConfig)) -> TestApp {
-    let keys = TestKeys::new();
-    let mut config = InventoryConfig::defaults();
-    config.database.database_url = Some(db.url().to_owned());
-    config.serve.metrics_listen = None;
-    adjust(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(agora_inventory::serve(
-        config,
-        keys.key_set.clone(),
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = channel(addr);
-    wait_until_serving(channel.clone(), INVENTORY_SERVICE).await;
+    let keys = Keys::new();
+    let server = services::start_inventory(db, &keys, adjust).await;
     TestApp {
-        addr,
-        client: InventoryServiceClient::new(channel),
-        admin: keys.token("test-admin", Role::Admin),
-        service: keys.token("order-service", Role::Service),
+        client: InventoryServiceClient::new(server.channel()),
+        server,
+        admin: keys.token("test-admin", agora_interceptors::auth::Role::Admin),
+        service: keys.service_token(),
         keys,
         database_url: db.url().to_owned(),
-        stop: Some(stop),
-        task,
     }
 }
 
 impl TestApp {
     /// A new connection to the service (a client of its own).
     pub fn channel(&self) -> Channel {
-        channel(self.addr)
+        self.server.channel()
     }
 
     /// A customer token.
     pub fn customer_token(&self) -> String {
-        self.keys
-            .token(&uuid::Uuid::now_v7().to_string(), Role::Customer)
+        self.keys.customer_token(&uuid::Uuid::now_v7().to_string())
     }
 
     /// Creates a product priced `price` EUR cents and stocks it with `stock`
@@ -228,11 +204,8 @@ impl TestApp {
     }
 
     /// Signals shutdown and waits for the server to finish.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await?
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.shut_down().await
     }
 }
 
@@ -277,69 +250,4 @@ pub fn money(amount_minor: i64, currency: &str) -> Money {
 /// A fresh order id (a UUIDv7, as the order service mints).
 pub fn order_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Polls `check` until it returns `Some`, or panics after `deadline`. For
-/// conditions that become true on their own (expiry), never a fixed sleep.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The field paths of a status's BadRequest violations.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo metadata value under `key`.
-pub fn metadata(status: &tonic::Status, key: &str) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .and_then(|info| info.metadata.get(key).cloned())
-        .unwrap_or_default()
-}
-
-/// The (subject, description) of each PreconditionFailure violation.
-pub fn precondition_subjects(status: &tonic::Status) -> Vec<(String, String)> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_precondition_failure()
-        .map(|failure| {
-            failure
-                .violations
-                .into_iter()
-                .map(|v| {
-                    assert_eq!(v.r#type, "STOCK");
-                    (v.subject, v.description)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

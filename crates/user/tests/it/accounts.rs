@@ -1,11 +1,12 @@
 //! Registration, reading, updating, deleting and signing in.
 
 use agora_proto::user::v1 as pb;
+use agora_testkit::status::{reason, violated_fields};
 use agora_testkit::{backend_test, with_token};
 use prost_types::FieldMask;
 use tonic::Code;
 
-use crate::support::{PASSWORD, reason, spawn_app, violated_fields};
+use crate::support::{PASSWORD, spawn_app};
 
 backend_test! {
     async fn full_account_lifecycle(db: &TestDatabase) {

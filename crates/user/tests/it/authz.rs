@@ -1,11 +1,12 @@
 //! Who may do what: customers only to themselves, admins to everyone, and no
 //! token (or a bad one) gets nowhere.
 
+use std::time::Duration;
+
 use agora_interceptors::auth::{Role, SigningKey, TokenIssuer, TokenSettings};
 use agora_proto::user::v1 as pb;
 use agora_testkit::{backend_test, with_token};
 use prost_types::FieldMask;
-use std::time::Duration;
 use tonic::Code;
 
 use crate::support::spawn_app;
@@ -131,7 +132,7 @@ backend_test! {
         for bad in ["", "123", "0b9a2f5e-3c57-4a4e-9d8e-2f0c1c9b4a11"] {
             let status = app.get(bad, &admin).await.unwrap_err();
             assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
-            assert_eq!(crate::support::violated_fields(&status), ["user_id"]);
+            assert_eq!(agora_testkit::status::violated_fields(&status), ["user_id"]);
         }
         app.stop().await.unwrap();
     }

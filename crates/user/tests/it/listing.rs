@@ -3,10 +3,11 @@
 use std::collections::HashSet;
 
 use agora_proto::user::v1 as pb;
+use agora_testkit::status::violated_fields;
 use agora_testkit::{backend_test, with_token};
 use tonic::Code;
 
-use crate::support::{spawn_app, violated_fields};
+use crate::support::spawn_app;
 
 backend_test! {
     async fn pages_cover_every_user_once_in_creation_order(db: &TestDatabase) {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use agora_testkit::{TestDatabase, backend_test};
+use agora_testkit::backend_test;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -122,56 +122,6 @@ backend_test! {
         stopping.await.unwrap().unwrap();
         assert!(started.elapsed() < Duration::from_secs(2), "drained before the grace period ran out");
     }
-}
-
-/// Readiness follows the database: dropped → NOT_SERVING, back → SERVING. Only
-/// PostgreSQL can be taken away from under a running service.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_follows_the_database_down_and_back_on_postgres() {
-    let Some(db) = TestDatabase::postgres().await else {
-        return;
-    };
-    let app = spawn_with(&db, |config| {
-        config.serve.readiness_interval = Duration::from_millis(50);
-    })
-    .await;
-    let mut health = HealthClient::new(app.channel());
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: USER_SERVICE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut next_status = async move || {
-        tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .expect("a health change within 10 s")
-            .unwrap()
-            .unwrap()
-            .status
-    };
-    assert_eq!(next_status().await, ServingStatus::Serving as i32);
-
-    db.take_offline().await;
-    assert_eq!(next_status().await, ServingStatus::NotServing as i32);
-    let check = health
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        check.status,
-        ServingStatus::NotServing as i32,
-        "the overall status follows too"
-    );
-
-    db.bring_back().await;
-    assert_eq!(next_status().await, ServingStatus::Serving as i32);
-    app.stop().await.unwrap();
-    db.cleanup().await;
 }
 
 backend_test! {

@@ -1,0 +1,197 @@
+//! Throwaway databases: a fresh SQLite file always, a fresh PostgreSQL
+//! database when `AGORA_TEST_POSTGRES_URL` names a server, and
+//! [`backend_test!`](crate::backend_test) to write a scenario once and run it
+//! on both.
+
+use std::io::Write as _;
+use std::sync::Once;
+
+use sqlx::Connection as _;
+
+/// The variable naming the PostgreSQL server tests may create databases on.
+pub const POSTGRES_ENV: &str = "AGORA_TEST_POSTGRES_URL";
+
+/// Prefix of every database the tests create, so leftovers can be swept.
+pub const DATABASE_PREFIX: &str = "agora_t_";
+
+/// A throwaway database for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file in a temporary folder (WAL and all, like production).
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
+        Self {
+            url,
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a note on the terminal) when
+    /// `AGORA_TEST_POSTGRES_URL` is not set.
+    pub async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
+            static NOTE: Once = Once::new();
+            NOTE.call_once(|| {
+                // Written past the test harness's capture so it is seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: PostgreSQL tests skipped ({POSTGRES_ENV} is not set); SQLite ran"
+                );
+            });
+            return None;
+        };
+        let name = format!("{DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is set but unreachable: {e}"));
+        // The name is our prefix and a UUID in hex: nothing a caller controls.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        Some(Self {
+            url: with_database(&admin_url, &name),
+            postgres: Some((admin_url, name)),
+            _dir: None,
+        })
+    }
+
+    /// A fresh database of the same backend as `other`, for a second service
+    /// in the same scenario.
+    pub async fn like(other: &TestDatabase) -> Self {
+        if other.postgres.is_some() {
+            Self::postgres().await.expect("PostgreSQL is configured")
+        } else {
+            Self::sqlite()
+        }
+    }
+
+    /// The URL a service should connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// "sqlite" or "postgres", for messages.
+    pub fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// Drops the PostgreSQL database under a running service (terminating its
+    /// connections), to test how the service behaves when its database is gone.
+    /// Panics for SQLite, which cannot be taken away from an open connection.
+    pub async fn take_offline(&self) {
+        let (admin_url, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop test database");
+        let _ = admin.close().await;
+    }
+
+    /// Creates the database again (empty) after [`TestDatabase::take_offline`].
+    pub async fn bring_back(&self) {
+        let (admin_url, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+    }
+
+    /// Drops the PostgreSQL database (the SQLite folder goes with `self`).
+    pub async fn cleanup(self) {
+        let Some((admin_url, name)) = &self.postgres else {
+            return;
+        };
+        if let Ok(mut admin) = sqlx::PgConnection::connect(admin_url).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// Writes one async scenario taking `&TestDatabase` and expands to a `sqlite` and
+/// a `postgres` test in a module of the scenario's name.
+#[macro_export]
+macro_rules! backend_test {
+    (async fn $name:ident($db:ident: &TestDatabase) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn scenario($db: &$crate::TestDatabase) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::TestDatabase::sqlite();
+                scenario(&db).await;
+                db.cleanup().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::TestDatabase::postgres().await {
+                    scenario(&db).await;
+                    db.cleanup().await;
+                }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
