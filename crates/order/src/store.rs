@@ -166,11 +166,24 @@ pub struct Transition {
     pub failure: Option<(String, String)>,
     /// Erase the payment-method token (the charge is settled).
     pub forget_payment_token: bool,
-    /// Keep the lease this long from now (the next call and its backoff must
-    /// fit in it).
-    pub hold_lease: Duration,
-    /// Give the lease up (the runner stops).
-    pub release_lease: bool,
+    /// What happens to the writer's lease.
+    pub lease: Lease,
+}
+
+/// What a [`Transition`] does to its writer's lease on the order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lease {
+    /// Leave it as it is. The default, so that no transition can end a live
+    /// runner's lease by omission: an expired lease makes the order look
+    /// orphaned, and another process's recovery would take it over while
+    /// this runner goes on to its next step.
+    #[default]
+    Keep,
+    /// Hold it this long from now (the next call, or a backoff, must fit in
+    /// it).
+    HoldFor(Duration),
+    /// Give it up: the runner stops.
+    Release,
 }
 
 /// Reads and writes orders.
@@ -482,7 +495,11 @@ impl OrderStore {
         change: &Transition,
     ) -> Result<bool, OrderError> {
         let now = now_micros();
-        let lease_until = now.saturating_add(change.hold_lease.as_micros() as i64);
+        // `None` keeps `lease_until` as it is.
+        let lease_until = match change.lease {
+            Lease::Keep | Lease::Release => None,
+            Lease::HoldFor(hold) => Some(now.saturating_add(hold.as_micros() as i64)),
+        };
         let mut tx = self.db.pool().begin().await?;
         let step_count: Option<i64> = sqlx::query_scalar(
             "UPDATE orders SET \
@@ -495,7 +512,7 @@ impl OrderStore {
                failure_message = COALESCE($9, failure_message), \
                payment_token = CASE WHEN $10 = 1 THEN NULL ELSE payment_token END, \
                lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
-               lease_until = CASE WHEN $11 = 1 THEN 0 ELSE $12 END, \
+               lease_until = CASE WHEN $11 = 1 THEN 0 ELSE COALESCE($12, lease_until) END, \
                step_count = step_count + $13, \
                version = version + 1, \
                updated_at = $14 \
@@ -512,7 +529,7 @@ impl OrderStore {
         .bind(change.failure.as_ref().map(|f| f.0.clone()))
         .bind(change.failure.as_ref().map(|f| f.1.clone()))
         .bind(i64::from(change.forget_payment_token))
-        .bind(i64::from(change.release_lease))
+        .bind(i64::from(change.lease == Lease::Release))
         .bind(lease_until)
         .bind(change.steps.len() as i64)
         .bind(now)

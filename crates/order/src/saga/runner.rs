@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::domain::OrderState;
 use crate::downstream::Failure;
 use crate::error::OrderError;
-use crate::store::{NewStep, OrderRecord, Transition};
+use crate::store::{Lease, NewStep, OrderRecord, Transition};
 
 use super::log::{Effect, Phase, StepKind, StepLog, StepStatus};
 use super::{FaultPoint, Inner};
@@ -130,7 +130,7 @@ impl Runner<'_> {
                     effect: Effect::Unrecorded,
                     detail: String::new(),
                 }],
-                hold_lease: settings.attempt_timeout + settings.lease_ttl,
+                lease: Lease::HoldFor(settings.attempt_timeout + settings.lease_ttl),
                 ..Transition::default()
             },
         )
@@ -195,7 +195,7 @@ impl Runner<'_> {
                 ],
                 phase: Some(Phase::Done),
                 state: Some(OrderState::Confirmed),
-                release_lease: true,
+                lease: Lease::Release,
                 ..Transition::default()
             }),
             _ => unreachable!("forward() is only called for forward steps"),
@@ -204,6 +204,9 @@ impl Runner<'_> {
             return Ok(Flow::Exit(Exit::Crashed));
         }
         let failure = match outcome {
+            // A success that is not the last keeps the lease its STARTED row
+            // took (it outlasts the call by `lease_ttl`); the next try's
+            // STARTED row extends it.
             Ok(change) => {
                 let done = change.phase == Some(Phase::Done);
                 if !self.apply(order, change).await? {
@@ -240,7 +243,7 @@ impl Runner<'_> {
             );
             let change = Transition {
                 steps: vec![failed_row],
-                hold_lease: pause + self.inner.settings.lease_ttl,
+                lease: Lease::HoldFor(pause + self.inner.settings.lease_ttl),
                 ..Transition::default()
             };
             return Ok(if self.apply(order, change).await? {
@@ -286,24 +289,25 @@ impl Runner<'_> {
         let release = from == Phase::Release && log.may_have_applied(StepKind::ReserveStock);
         let refund = matches!(from, Phase::Release | Phase::Refund)
             && log.may_have_applied(StepKind::ChargePayment);
-        let hold_lease = self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl;
+        let lease =
+            Lease::HoldFor(self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl);
         if release {
             Transition {
                 phase: Some(Phase::Release),
-                hold_lease,
+                lease,
                 ..Transition::default()
             }
         } else if refund {
             Transition {
                 phase: Some(Phase::Refund),
-                hold_lease,
+                lease,
                 ..Transition::default()
             }
         } else {
             Transition {
                 phase: Some(Phase::Done),
                 state: Some(settled_state(state)),
-                release_lease: true,
+                lease: Lease::Release,
                 ..Transition::default()
             }
         }
@@ -387,7 +391,7 @@ impl Runner<'_> {
                 effect: failure.effect,
                 detail: failure.message,
             }],
-            hold_lease: pause + self.inner.settings.lease_ttl,
+            lease: Lease::HoldFor(pause + self.inner.settings.lease_ttl),
             ..Transition::default()
         };
         // A payment whose outcome is unknown (still PENDING at the provider,
