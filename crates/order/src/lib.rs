@@ -23,6 +23,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod saga;
+pub mod steps;
 pub mod store;
 
 use std::future::Future;

@@ -11,8 +11,9 @@
 //! order at once; a runner that lost its lease (it stalled past `lease_until`)
 //! finds its next write refused and stops.
 //!
-//! Every committed change is announced on an in-process broadcast, which
-//! WatchOrder streams listen to.
+//! Every committed change is announced on an in-process broadcast
+//! ([`OrderStore::changes_of`]), which WatchOrder streams and the waits of
+//! PlaceOrder and CancelOrder listen to.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::domain::{
     Cart, CustomerId, Money, OrderId, OrderState, PaymentToken, Quantity, RequestId, Sku,
 };
 use crate::error::OrderError;
-use crate::saga::log::{Effect, Phase, StepEntry, StepKind, StepLog, StepStatus};
+use crate::steps::{Effect, Phase, Prices, StepEntry, StepKind, StepLog, StepStatus};
 
 /// Columns of `orders` every read takes, as a literal so queries stay
 /// `&'static str`.
@@ -96,24 +97,18 @@ impl OrderRecord {
     }
 }
 
-/// A new order to record, PENDING, before any remote call.
-#[derive(Debug)]
-pub struct NewOrder<'a> {
-    /// Its id.
-    pub id: OrderId,
+/// An order a customer asks for (PlaceOrder), to be recorded PENDING before
+/// any remote call.
+#[derive(Clone, Debug)]
+pub struct NewOrder {
     /// Who places it.
     pub customer: CustomerId,
     /// The caller's idempotency key.
     pub request_id: RequestId,
     /// What is ordered.
-    pub cart: &'a Cart,
+    pub cart: Cart,
     /// How it is paid.
-    pub payment_token: &'a PaymentToken,
-    /// The runner that will drive its saga (it holds the lease from birth, so
-    /// recovery elsewhere leaves the order alone).
-    pub lease_owner: &'a str,
-    /// Until when that lease holds.
-    pub lease_until: i64,
+    pub payment_token: PaymentToken,
 }
 
 /// What recording a new order did.
@@ -138,15 +133,6 @@ pub struct NewStep {
     pub effect: Effect,
     /// For people.
     pub detail: String,
-}
-
-/// The reserved prices: each line's unit price and the total.
-#[derive(Clone, Debug)]
-pub struct Prices {
-    /// Unit price per sku.
-    pub lines: Vec<(Sku, Money)>,
-    /// Sum over the lines.
-    pub total: Money,
 }
 
 /// One change to an order, applied atomically; `None` fields stay as they are.
@@ -205,9 +191,14 @@ impl OrderStore {
         &self.db
     }
 
-    /// Announcements of every order changed by this process, after commit.
-    pub fn subscribe(&self) -> broadcast::Receiver<OrderId> {
-        self.changes.subscribe()
+    /// Announcements of the changes this process commits to order `id`
+    /// from now on. Take it before reading the order, so no change falls in
+    /// between.
+    pub fn changes_of(&self, id: OrderId) -> OrderChanges {
+        OrderChanges {
+            id,
+            changes: self.changes.subscribe(),
+        }
     }
 
     fn announce(&self, id: OrderId) {
@@ -230,8 +221,16 @@ impl OrderStore {
         Ok(tx)
     }
 
-    /// Records a new PENDING order with its lines, in one transaction.
-    pub async fn insert(&self, order: NewOrder<'_>) -> Result<Inserted, OrderError> {
+    /// Records a new PENDING order with its lines, in one transaction, leased
+    /// from birth to `lease_owner` until `lease_until` (the runner that will
+    /// drive its saga), so recovery elsewhere leaves it alone.
+    pub async fn insert(
+        &self,
+        id: OrderId,
+        order: &NewOrder,
+        lease_owner: &str,
+        lease_until: i64,
+    ) -> Result<Inserted, OrderError> {
         let now = now_micros();
         let mut tx = self.db.pool().begin().await?;
         let inserted = sqlx::query(
@@ -239,12 +238,12 @@ impl OrderStore {
              lease_owner, lease_until, created_at, updated_at) \
              VALUES ($1, $2, $3, 'PENDING', 'reserve', $4, $5, $6, $7, $7)",
         )
-        .bind(order.id.to_string())
+        .bind(id.to_string())
         .bind(order.customer.to_string())
         .bind(order.request_id.to_string())
         .bind(order.payment_token.expose().to_owned())
-        .bind(order.lease_owner.to_owned())
-        .bind(order.lease_until)
+        .bind(lease_owner.to_owned())
+        .bind(lease_until)
         .bind(now)
         .execute(&mut *tx)
         .await;
@@ -260,7 +259,7 @@ impl OrderStore {
             sqlx::query(
                 "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)",
             )
-            .bind(order.id.to_string())
+            .bind(id.to_string())
             .bind(line_no as i64)
             .bind(sku.as_str().to_owned())
             .bind(quantity.get())
@@ -268,8 +267,15 @@ impl OrderStore {
             .await?;
         }
         tx.commit().await?;
-        self.announce(order.id);
+        self.announce(id);
         Ok(Inserted::Created)
+    }
+
+    /// The order with this id; NOT_FOUND when there is none.
+    pub async fn order(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| OrderError::NotFound(id.to_string()))
     }
 
     /// The order with this id, if any.
@@ -603,6 +609,33 @@ impl OrderStore {
             self.announce(id);
         }
         Ok(began)
+    }
+}
+
+/// The changes this process commits to one order ([`OrderStore::changes_of`]).
+#[derive(Debug)]
+pub struct OrderChanges {
+    id: OrderId,
+    changes: broadcast::Receiver<OrderId>,
+}
+
+impl OrderChanges {
+    /// The order.
+    pub fn id(&self) -> OrderId {
+        self.id
+    }
+
+    /// Resolves when the order may have changed: it did, or announcements
+    /// were missed (too many at once), so re-read it either way. False once
+    /// no more announcements can come (the store is gone).
+    pub async fn changed(&mut self) -> bool {
+        loop {
+            match self.changes.recv().await {
+                Ok(changed) if changed != self.id => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use agora_interceptors::api::time::now_micros;
 use agora_order::OrderConfig;
 use agora_order::domain::{Cart, CustomerId, OrderId, PaymentToken, Quantity, RequestId, Sku};
-use agora_order::saga::log::{Effect, Phase, StepKind, StepStatus};
+use agora_order::steps::{Effect, Phase, StepKind, StepStatus};
 use agora_order::store::{Inserted, NewOrder, NewStep, OrderStore, Transition};
 use agora_testkit::{TestDatabase, backend_test};
 
@@ -25,18 +25,14 @@ async fn store_with_leased_order(db: &TestDatabase) -> (OrderStore, OrderId) {
         Quantity::parse(1).unwrap(),
     )])
     .unwrap();
-    let inserted = store
-        .insert(NewOrder {
-            id,
-            customer: CustomerId::parse(&uuid::Uuid::now_v7().to_string()).unwrap(),
-            request_id: RequestId::parse(&uuid::Uuid::now_v7().to_string()).unwrap(),
-            cart: &cart,
-            payment_token: &PaymentToken::parse("tok_visa").unwrap(),
-            lease_owner: RUNNER,
-            lease_until: now_micros() + Duration::from_secs(60).as_micros() as i64,
-        })
-        .await
-        .unwrap();
+    let order = NewOrder {
+        customer: CustomerId::parse(&uuid::Uuid::now_v7().to_string()).unwrap(),
+        request_id: RequestId::parse(&uuid::Uuid::now_v7().to_string()).unwrap(),
+        cart,
+        payment_token: PaymentToken::parse("tok_visa").unwrap(),
+    };
+    let until = now_micros() + Duration::from_secs(60).as_micros() as i64;
+    let inserted = store.insert(id, &order, RUNNER, until).await.unwrap();
     assert!(matches!(inserted, Inserted::Created));
     (store, id)
 }
