@@ -43,7 +43,7 @@ impl Saga {
             let existing = store
                 .find_by_request(order.customer, order.request_id)
                 .await?
-                .ok_or_else(|| OrderError::Internal(anyhow::anyhow!("duplicate order vanished")))?;
+                .ok_or_else(|| OrderError::from(anyhow::anyhow!("duplicate order vanished")))?;
             return repeat(existing, &order.cart);
         }
         tracing::info!(order_id = %id, user_id = %order.customer, "order placed");
