@@ -4,15 +4,15 @@
 //! service credentials).
 //!
 //! Generated types stop here: each call takes domain values and answers
-//! either what the saga needs or a [`Failure`] that says whether to retry and
-//! what the try may have done downstream ([`Effect`]). Every saga call is
-//! idempotent by the order id or a key derived from it, which is what makes
-//! retries, and re-running a step after a crash, safe:
+//! either what was asked, in domain values, or a [`Failure`] that says
+//! whether to retry and what the try may have done downstream ([`Effect`]).
+//! These are plain calls: what to ask for, and what an answer means for the
+//! order, is the saga's to decide. Every saga call is idempotent by the order
+//! id or a key derived from it, which is what makes retries, and re-running a
+//! step after a crash, safe:
 //! - ReserveStock / CommitReservation / ReleaseReservation: by `order_id`;
 //! - Charge: `idempotency_key = "charge-<order_id>"`;
-//! - Refund: `"refund-<order_id>-<payment_id>-<refunded so far>"`, so a repeat
-//!   of the same refund is the same request, and a refund that went through
-//!   leaves nothing for a repeat to refund.
+//! - Refund: by the key the saga gives ([`Downstreams::refund`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +29,7 @@ use tonic_types::StatusExt;
 use usr::user_service_client::UserServiceClient;
 
 use crate::domain::{CustomerId, Money, OrderId, PaymentToken, Quantity, Sku};
-use crate::saga::log::Effect;
-use crate::store::Prices;
+use crate::steps::{Effect, Prices};
 
 /// The downstream methods the saga may repeat: all of them, since each is
 /// idempotent by order id or key.
@@ -115,29 +114,42 @@ impl Failure {
     }
 }
 
-/// How far a compensation got.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// Nothing is left to undo.
-    pub settled: bool,
-    /// For people: what was done, or what is still outstanding.
-    pub detail: String,
-}
-
-impl Progress {
-    fn settled(detail: impl Into<String>) -> Self {
-        Self {
-            settled: true,
-            detail: detail.into(),
-        }
-    }
-}
-
 /// What a charge came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charged {
     /// The payment's id.
     pub payment_id: String,
+}
+
+/// A payment, as the payment service reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// Its id.
+    pub id: String,
+    /// Where it stands.
+    pub state: PaymentState,
+    /// The amount charged.
+    pub amount: Money,
+    /// How much of it has been refunded, in the same currency's minor units.
+    pub refunded_minor: i64,
+}
+
+/// Where a payment stands (`agora.payment.v1.PaymentState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentState {
+    /// The provider's answer is outstanding: it may yet be captured. A state
+    /// this service does not know is read as this one (never as settled).
+    Pending,
+    /// The amount was taken.
+    Captured,
+    /// The amount was taken and part of it given back.
+    PartiallyRefunded,
+    /// The amount was taken and all of it given back.
+    Refunded,
+    /// The provider refused the charge: nothing was taken.
+    Declined,
+    /// The charge could not be made: nothing was taken.
+    Failed,
 }
 
 /// Typed clients of the three downstreams.
@@ -335,7 +347,7 @@ impl Downstreams {
 
     /// ReleaseReservation: held stock back to available, sold stock back on
     /// hand. An order with no reservation has nothing to release.
-    pub async fn release(&self, order: OrderId) -> Result<Progress, Failure> {
+    pub async fn release(&self, order: OrderId) -> Result<String, Failure> {
         let answer = self
             .inventory
             .clone()
@@ -344,116 +356,95 @@ impl Downstreams {
             }))
             .await;
         match answer {
-            Ok(response) => Ok(Progress::settled(describe_reservation(
-                response.into_inner().reservation,
-            ))),
+            Ok(response) => Ok(describe_reservation(response.into_inner().reservation)),
             Err(status) if status.code() == Code::NotFound => {
-                Ok(Progress::settled("no reservation: nothing to release"))
+                Ok("no reservation: nothing to release".to_owned())
             }
             Err(status) => Err(Failure::from_status(&status, "inventory", "INTERNAL")),
         }
     }
 
-    /// Refunds whatever is still captured for the order: the known payment,
-    /// or, when no charge answer was recorded, every payment the payment
-    /// service has for the order (a charge whose answer was lost). Not
-    /// settled while one of them is still PENDING: the payment service may
-    /// yet capture it, and then it must be refunded too.
+    /// GetPayment: the payment with this id, if the payment service answers
+    /// with one.
+    pub async fn payment(&self, id: &str) -> Result<Option<Payment>, Failure> {
+        let answer = self
+            .payment
+            .clone()
+            .get_payment(self.request(pay::GetPaymentRequest {
+                payment_id: id.to_owned(),
+            }))
+            .await
+            .map_err(|status| payment_failure(&status))?;
+        Ok(answer.into_inner().payment.map(payment_of))
+    }
+
+    /// ListPayments: the payments the payment service has for the order (the
+    /// first hundred; the saga charges an order under one key, so one is
+    /// expected).
+    pub async fn payments_of(&self, order: OrderId) -> Result<Vec<Payment>, Failure> {
+        let answer = self
+            .payment
+            .clone()
+            .list_payments(self.request(pay::ListPaymentsRequest {
+                order_id: order.to_string(),
+                user_id: String::new(),
+                page_size: 100,
+                page_token: String::new(),
+            }))
+            .await
+            .map_err(|status| payment_failure(&status))?;
+        Ok(answer
+            .into_inner()
+            .payments
+            .into_iter()
+            .map(payment_of)
+            .collect())
+    }
+
+    /// Refund: gives `amount` of `payment` back, once per `idempotency_key`.
     pub async fn refund(
         &self,
-        order: OrderId,
-        known_payment: Option<&str>,
+        payment: &str,
+        amount: &Money,
         reason: &str,
-    ) -> Result<Progress, Failure> {
-        let failed = |status: Status| Failure::from_status(&status, "payment", "INTERNAL");
-        let payments = match known_payment {
-            Some(id) => self
-                .payment
-                .clone()
-                .get_payment(self.request(pay::GetPaymentRequest {
-                    payment_id: id.to_owned(),
-                }))
-                .await
-                .map_err(failed)?
-                .into_inner()
-                .payment
-                .into_iter()
-                .collect::<Vec<_>>(),
-            None => {
-                self.payment
-                    .clone()
-                    .list_payments(self.request(pay::ListPaymentsRequest {
-                        order_id: order.to_string(),
-                        user_id: String::new(),
-                        page_size: 100,
-                        page_token: String::new(),
-                    }))
-                    .await
-                    .map_err(failed)?
-                    .into_inner()
-                    .payments
-            }
-        };
-        let mut done = Vec::new();
-        let mut pending = Vec::new();
-        for payment in payments {
-            let state = pay::PaymentState::try_from(payment.state)
-                .unwrap_or(pay::PaymentState::Unspecified);
-            if matches!(
-                state,
-                pay::PaymentState::Pending | pay::PaymentState::Unspecified
-            ) {
-                pending.push(payment.payment_id);
-                continue;
-            }
-            if !matches!(
-                state,
-                pay::PaymentState::Captured | pay::PaymentState::PartiallyRefunded
-            ) {
-                continue;
-            }
-            let amount = payment.amount.clone().unwrap_or_default();
-            let refunded = payment
-                .refunded_amount
-                .as_ref()
-                .map_or(0, |m| m.amount_minor);
-            let remaining = amount.amount_minor - refunded;
-            if remaining <= 0 {
-                continue;
-            }
-            self.payment
-                .clone()
-                .refund(self.request(pay::RefundRequest {
-                    payment_id: payment.payment_id.clone(),
-                    amount: Some(agora_proto::Money {
-                        currency_code: amount.currency_code.clone(),
-                        amount_minor: remaining,
-                    }),
-                    reason: reason.to_owned(),
-                    idempotency_key: format!("refund-{order}-{}-{refunded}", payment.payment_id),
-                }))
-                .await
-                .map_err(failed)?;
-            done.push(format!(
-                "refunded {remaining} {} of payment {}",
-                amount.currency_code, payment.payment_id
-            ));
-        }
-        if !pending.is_empty() {
-            done.push(format!(
-                "payment {} still pending at the provider; will refund it if it is captured",
-                pending.join(", ")
-            ));
-            return Ok(Progress {
-                settled: false,
-                detail: done.join("; "),
-            });
-        }
-        Ok(Progress::settled(if done.is_empty() {
-            "nothing captured: nothing to refund".to_owned()
-        } else {
-            done.join("; ")
-        }))
+        idempotency_key: &str,
+    ) -> Result<(), Failure> {
+        self.payment
+            .clone()
+            .refund(self.request(pay::RefundRequest {
+                payment_id: payment.to_owned(),
+                amount: Some(to_money(amount)),
+                reason: reason.to_owned(),
+                idempotency_key: idempotency_key.to_owned(),
+            }))
+            .await
+            .map_err(|status| payment_failure(&status))?;
+        Ok(())
+    }
+}
+
+/// Why a payment read or refund failed.
+fn payment_failure(status: &Status) -> Failure {
+    Failure::from_status(status, "payment", "INTERNAL")
+}
+
+/// A payment in the order's terms.
+fn payment_of(payment: pay::Payment) -> Payment {
+    let state = match pay::PaymentState::try_from(payment.state)
+        .unwrap_or(pay::PaymentState::Unspecified)
+    {
+        pay::PaymentState::Pending | pay::PaymentState::Unspecified => PaymentState::Pending,
+        pay::PaymentState::Captured => PaymentState::Captured,
+        pay::PaymentState::PartiallyRefunded => PaymentState::PartiallyRefunded,
+        pay::PaymentState::Refunded => PaymentState::Refunded,
+        pay::PaymentState::Declined => PaymentState::Declined,
+        pay::PaymentState::Failed => PaymentState::Failed,
+    };
+    Payment {
+        id: payment.payment_id,
+        state,
+        amount: from_money(&payment.amount.unwrap_or_default()),
+        refunded_minor: payment.refunded_amount.map_or(0, |m| m.amount_minor),
     }
 }
 

@@ -1,12 +1,14 @@
-//! The gRPC face of the order context: parses requests into domain types,
-//! checks who may do what, hands work to the saga, and converts results back
-//! to protobuf.
+//! The gRPC face of the order context: parses requests into domain values,
+//! checks who may do what, calls the use case ([`Saga`] for placing,
+//! cancelling and watching; the store for plain reads) and converts results
+//! back to protobuf.
 //!
 //! Access: customers place, read, list, follow and cancel their own orders; a
 //! customer naming another customer's order gets PERMISSION_DENIED (order ids
 //! are unguessable UUIDv7s, so existence is not worth hiding, and the payment
 //! service answers the same way). Admins read, list and cancel every order;
-//! the service role reads and lists.
+//! the service role reads and lists. PlaceOrder also asks the user service
+//! whether the caller's account still exists (unless turned off).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -15,13 +17,9 @@ use agora_interceptors::api::errors::FieldViolations;
 use agora_interceptors::api::pagination::PageRequest;
 use agora_interceptors::api::time::timestamp_from_micros;
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy};
-use agora_interceptors::client::current_deadline;
 use agora_proto::order::v1 as pb;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use pb::order_service_server::OrderService;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
@@ -30,9 +28,9 @@ use crate::domain::{
 };
 use crate::downstream::Downstreams;
 use crate::error::OrderError;
-use crate::saga::Saga;
-use crate::saga::log::{StepKind, StepStatus};
-use crate::store::{Inserted, NewOrder, OrderRecord, OrderStore};
+use crate::saga::{Saga, WatchError};
+use crate::steps::{StepKind, StepStatus};
+use crate::store::{NewOrder, OrderRecord, OrderStore};
 
 /// Who may call which method of `agora.order.v1.OrderService`.
 pub const POLICY: ServicePolicy = ServicePolicy {
@@ -59,7 +57,10 @@ pub struct OrderApi {
 }
 
 impl OrderApi {
-    /// The service over `store`, running sagas with `saga`.
+    /// The service reading from `store` and placing, cancelling and watching
+    /// orders with `saga`; `downstreams` reach the user service for the
+    /// account check (when `check_account`); WatchOrder re-reads every
+    /// `watch_poll` to see other processes' changes.
     pub fn new(
         store: OrderStore,
         saga: Saga,
@@ -82,74 +83,21 @@ impl OrderApi {
         principal: &Principal,
         id: OrderId,
     ) -> Result<OrderRecord, OrderError> {
-        let order = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| OrderError::NotFound(id.to_string()))?;
-        if !principal.may_act_for(&order.customer.to_string()) {
-            return Err(OrderError::Forbidden(
-                "customers may only access their own orders",
-            ));
-        }
+        let order = self.store.order(id).await?;
+        may_see(principal, &order)?;
         Ok(order)
     }
 
-    /// The answer to a PlaceOrder repeat: the same order, unless the lines
-    /// differ from the first request's.
-    fn repeat(
-        existing: OrderRecord,
-        cart: &Cart,
-    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        if !cart.same_as(&existing.cart_lines()) {
-            return Err(OrderError::RequestIdReused.into());
+    /// Whether `customer` may place an order: the user service still knows
+    /// their account (a deleted account's unexpired token cannot order).
+    async fn admit(&self, customer: CustomerId) -> Result<(), OrderError> {
+        if !self.check_account {
+            return Ok(());
         }
-        Ok(Response::new(pb::PlaceOrderResponse {
-            order: Some(to_proto(&existing)),
-        }))
-    }
-
-    async fn reread(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
-        self.store
-            .get(id)
-            .await?
-            .ok_or_else(|| OrderError::NotFound(id.to_string()))
-    }
-}
-
-/// Waits until the order is settled (or its runner stopped), but not past
-/// the served call's deadline less a margin to answer in: then the saga
-/// carries on in the background. `changes` was subscribed before the runner
-/// started, so no change is missed.
-async fn wait_until_settled(
-    store: &OrderStore,
-    id: OrderId,
-    mut changes: broadcast::Receiver<OrderId>,
-    done: Option<oneshot::Receiver<()>>,
-) {
-    let Some(mut done) = done else {
-        return;
-    };
-    let now = Instant::now();
-    let deadline = current_deadline().unwrap_or(now + Duration::from_secs(30));
-    let left = deadline.saturating_duration_since(now);
-    let margin = (left / 10).max(Duration::from_millis(50)).min(left);
-    let give_up = tokio::time::sleep_until(deadline - margin);
-    tokio::pin!(give_up);
-    loop {
-        tokio::select! {
-            _ = &mut done => return,
-            () = &mut give_up => return,
-            change = changes.recv() => match change {
-                Ok(changed) if changed != id => continue,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-        }
-        if let Ok(Some(order)) = store.get(id).await
-            && !order.state.is_in_flight()
-        {
-            return;
+        match self.downstreams.account_exists(customer).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(OrderError::AccountNotFound),
+            Err(status) => Err(OrderError::Downstream("user", status)),
         }
     }
 }
@@ -166,77 +114,8 @@ impl OrderService for OrderApi {
         let customer = CustomerId::parse(&principal.subject).map_err(|_| {
             OrderError::Forbidden("this token does not name a user account that can order")
         })?;
-        let body = request.into_inner();
-        let mut violations = FieldViolations::new();
-        let mut lines = Vec::with_capacity(body.lines.len());
-        for (i, line) in body.lines.iter().enumerate() {
-            let sku = violations.check(&format!("lines[{i}].sku"), Sku::parse(&line.sku));
-            let quantity = violations.check(
-                &format!("lines[{i}].quantity"),
-                Quantity::parse(line.quantity),
-            );
-            if let (Some(sku), Some(quantity)) = (sku, quantity) {
-                lines.push((sku, quantity));
-            }
-        }
-        let cart = if violations.is_empty() {
-            violations.check("lines", Cart::new(lines))
-        } else {
-            None
-        };
-        let token = violations.check(
-            "payment_method_token",
-            PaymentToken::parse(&body.payment_method_token),
-        );
-        let request_id = violations.check("request_id", RequestId::parse(&body.request_id));
-        let (cart, token, request_id) = violations.finish((cart, token, request_id))?;
-
-        // AIP-155: a repeat returns the order as it is now and starts nothing.
-        if let Some(existing) = self.store.find_by_request(customer, request_id).await? {
-            return Self::repeat(existing, &cart);
-        }
-        if self.check_account {
-            match self.downstreams.account_exists(customer).await {
-                Ok(true) => {}
-                Ok(false) => return Err(OrderError::AccountNotFound.into()),
-                Err(status) => return Err(OrderError::Downstream("user", status).into()),
-            }
-        }
-
-        // Recorded PENDING, with the saga's first phase and its runner's
-        // lease, before any remote call.
-        let id = OrderId::new();
-        let owner = self.saga.new_lease_owner();
-        let inserted = self
-            .store
-            .insert(NewOrder {
-                id,
-                customer,
-                request_id,
-                cart: &cart,
-                payment_token: &token,
-                lease_owner: &owner,
-                lease_until: self.saga.first_lease_until(),
-            })
-            .await?;
-        if let Inserted::Duplicate = inserted {
-            // A concurrent repeat won the race.
-            let existing = self
-                .store
-                .find_by_request(customer, request_id)
-                .await?
-                .ok_or_else(|| OrderError::from(anyhow::anyhow!("duplicate order vanished")))?;
-            return Self::repeat(existing, &cart);
-        }
-        tracing::info!(order_id = %id, user_id = %customer, "order placed");
-        let changes = self.store.subscribe();
-        let runner = self.saga.drive(id, owner.clone());
-        if runner.is_none() {
-            // Shutting down: leave the order to recovery.
-            self.store.release_lease(id, &owner).await?;
-        }
-        wait_until_settled(&self.store, id, changes, runner).await;
-        let order = self.reread(id).await?;
+        let order = parse_new_order(customer, request.get_ref())?;
+        let order = self.saga.place(order, self.admit(customer)).await?;
         Ok(Response::new(pb::PlaceOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -260,23 +139,7 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let principal = Principal::of(&request)?;
         let body = request.into_inner();
-        let customer = match principal.role {
-            Role::Customer => {
-                if !body.user_id.is_empty() && body.user_id != principal.subject {
-                    return Err(
-                        OrderError::Forbidden("customers may only list their own orders").into(),
-                    );
-                }
-                Some(CustomerId::parse(&principal.subject).map_err(|_| {
-                    OrderError::Forbidden("this token does not name a user account")
-                })?)
-            }
-            Role::Admin | Role::Service if body.user_id.is_empty() => None,
-            Role::Admin | Role::Service => Some(
-                CustomerId::parse(&body.user_id)
-                    .map_err(|e| FieldViolations::single("user_id", e.to_string()))?,
-            ),
-        };
+        let customer = listable_customer(&principal, &body.user_id)?;
         let filter = customer.map(|c| c.to_string()).unwrap_or_default();
         let page = PageRequest::parse(body.page_size, &body.page_token, filter)?;
         let orders = self
@@ -295,46 +158,9 @@ impl OrderService for OrderApi {
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let principal = Principal::of(&request)?;
-        let body = request.get_ref();
-        let mut violations = FieldViolations::new();
-        let id = violations.check("order_id", OrderId::parse(&body.order_id));
-        let reason = violations.check("reason", CancelReason::parse(&body.reason));
-        let (id, reason) = violations.finish((id, reason))?;
+        let (id, reason) = parse_cancel(request.get_ref())?;
         let order = self.visible_order(&principal, id).await?;
-        let changes = self.store.subscribe();
-        let runner = match order.state {
-            OrderState::Cancelled => None,
-            OrderState::Pending | OrderState::Failed => {
-                return Err(OrderError::NotCancellable {
-                    order_id: id.to_string(),
-                    state: order.state.as_str(),
-                }
-                .into());
-            }
-            OrderState::Confirmed | OrderState::Cancelling => {
-                let owner = self.saga.new_lease_owner();
-                let until = self.saga.first_lease_until();
-                // The state CAS is the semantic lock: only one caller turns
-                // CONFIRMED into CANCELLING; a repeat finds it CANCELLING.
-                let began = order.state == OrderState::Confirmed
-                    && self
-                        .store
-                        .begin_cancel(id, &owner, until, reason.as_str())
-                        .await?;
-                if began {
-                    tracing::info!(order_id = %id, "cancellation started");
-                    self.saga.drive(id, owner)
-                } else if self.store.acquire_lease(id, &owner, until).await? {
-                    // Already cancelling and nobody drives it (its runner
-                    // died): drive it from here.
-                    self.saga.drive(id, owner)
-                } else {
-                    None
-                }
-            }
-        };
-        wait_until_settled(&self.store, id, changes, runner).await;
-        let order = self.reread(id).await?;
+        let order = self.saga.cancel(order, &reason).await?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -348,67 +174,103 @@ impl OrderService for OrderApi {
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let principal = Principal::of(&request)?;
         let id = parse_order_id(&request.get_ref().order_id)?;
-        // Subscribe before the first read, so no change falls in between.
-        let mut changes = self.store.subscribe();
-        let order = self.visible_order(&principal, id).await?;
-        let (tx, rx) = mpsc::channel(16);
-        let settled = !order.state.is_in_flight();
-        let mut last_version = order.version;
-        tx.send(Ok(pb::WatchOrderResponse {
-            order: Some(to_proto(&order)),
-        }))
-        .await
-        .map_err(|_| Status::cancelled("the watcher went away"))?;
-        if settled {
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
-        }
-        let store = self.store.clone();
-        let saga = self.saga.clone();
-        let poll = self.watch_poll;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = saga.stopping() => {
-                        let _ = tx.send(Err(Status::unavailable(
-                            "the order service is shutting down; watch again",
-                        ))).await;
-                        return;
-                    }
-                    () = tx.closed() => return,
-                    change = changes.recv() => match change {
-                        Ok(changed) if changed != id => continue,
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    // Changes made by other processes are only seen by polling.
-                    () = tokio::time::sleep(poll) => {}
-                }
-                let order = match store.get(id).await {
-                    Ok(Some(order)) => order,
-                    Ok(None) => return,
-                    Err(error) => {
-                        let _ = tx.send(Err(error.into())).await;
-                        return;
-                    }
-                };
-                if order.version == last_version {
-                    continue;
-                }
-                last_version = order.version;
-                let settled = !order.state.is_in_flight();
-                if tx
-                    .send(Ok(pb::WatchOrderResponse {
-                        order: Some(to_proto(&order)),
-                    }))
-                    .await
-                    .is_err()
-                    || settled
-                {
-                    return;
-                }
-            }
+        let watch = self.saga.watch(id).await?;
+        may_see(&principal, watch.order())?;
+        let updates = watch.follow(self.watch_poll).map(|update| {
+            update
+                .map(|order| pb::WatchOrderResponse {
+                    order: Some(to_proto(&order)),
+                })
+                .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(updates)))
+    }
+}
+
+/// Refuses a customer another customer's order.
+fn may_see(principal: &Principal, order: &OrderRecord) -> Result<(), OrderError> {
+    if principal.may_act_for(&order.customer.to_string()) {
+        Ok(())
+    } else {
+        Err(OrderError::Forbidden(
+            "customers may only access their own orders",
+        ))
+    }
+}
+
+/// Whose orders the caller lists: a customer only their own (`user_id`
+/// empty or theirs); admins and services anyone's, or everyone's when
+/// `user_id` is empty.
+fn listable_customer(principal: &Principal, user_id: &str) -> Result<Option<CustomerId>, Status> {
+    match principal.role {
+        Role::Customer => {
+            if !user_id.is_empty() && user_id != principal.subject {
+                return Err(
+                    OrderError::Forbidden("customers may only list their own orders").into(),
+                );
+            }
+            let own = CustomerId::parse(&principal.subject)
+                .map_err(|_| OrderError::Forbidden("this token does not name a user account"))?;
+            Ok(Some(own))
+        }
+        Role::Admin | Role::Service if user_id.is_empty() => Ok(None),
+        Role::Admin | Role::Service => CustomerId::parse(user_id)
+            .map(Some)
+            .map_err(|e| FieldViolations::single("user_id", e.to_string())),
+    }
+}
+
+/// PlaceOrder's body as the order `customer` asks for; every invalid field
+/// is reported at once.
+fn parse_new_order(customer: CustomerId, body: &pb::PlaceOrderRequest) -> Result<NewOrder, Status> {
+    let mut violations = FieldViolations::new();
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for (i, line) in body.lines.iter().enumerate() {
+        let sku = violations.check(&format!("lines[{i}].sku"), Sku::parse(&line.sku));
+        let quantity = violations.check(
+            &format!("lines[{i}].quantity"),
+            Quantity::parse(line.quantity),
+        );
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            lines.push((sku, quantity));
+        }
+    }
+    let cart = if violations.is_empty() {
+        violations.check("lines", Cart::new(lines))
+    } else {
+        None
+    };
+    let payment_token = violations.check(
+        "payment_method_token",
+        PaymentToken::parse(&body.payment_method_token),
+    );
+    let request_id = violations.check("request_id", RequestId::parse(&body.request_id));
+    let (cart, payment_token, request_id) = violations.finish((cart, payment_token, request_id))?;
+    Ok(NewOrder {
+        customer,
+        request_id,
+        cart,
+        payment_token,
+    })
+}
+
+/// CancelOrder's body: the order and why.
+fn parse_cancel(body: &pb::CancelOrderRequest) -> Result<(OrderId, CancelReason), Status> {
+    let mut violations = FieldViolations::new();
+    let id = violations.check("order_id", OrderId::parse(&body.order_id));
+    let reason = violations.check("reason", CancelReason::parse(&body.reason));
+    let (id, reason) = violations.finish((id, reason))?;
+    Ok((id, reason))
+}
+
+impl From<WatchError> for Status {
+    fn from(error: WatchError) -> Self {
+        match error {
+            WatchError::ShuttingDown => {
+                Status::unavailable("the order service is shutting down; watch again")
+            }
+            WatchError::Order(error) => error.into(),
+        }
     }
 }
 

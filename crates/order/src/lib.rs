@@ -10,7 +10,10 @@
 //! - [`domain`]: parsed value types (ids, skus, quantities, carts, tokens).
 //! - [`store`]: the `orders`, `order_lines` and `saga_steps` tables, and the
 //!   per-order lease that serialises runners, recovery and cancellation.
-//! - [`saga`]: the state machine, its step log, runners and recovery loop.
+//! - [`steps`]: the saga's vocabulary: phases, step kinds, the step log,
+//!   prices.
+//! - [`saga`]: the state machine, its runners and recovery loop, and the
+//!   order use cases (place, cancel, watch).
 //! - [`downstream`]: calls to user, inventory and payment through the shared
 //!   calling stack, with this service's own `service`-role credentials.
 //! - [`grpc`]: the `agora.order.v1.OrderService` adapter and its access policy.
@@ -23,6 +26,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod saga;
+pub mod steps;
 pub mod store;
 
 use std::future::Future;

@@ -11,8 +11,9 @@
 //! order at once; a runner that lost its lease (it stalled past `lease_until`)
 //! finds its next write refused and stops.
 //!
-//! Every committed change is announced on an in-process broadcast, which
-//! WatchOrder streams listen to.
+//! Every committed change is announced on an in-process broadcast
+//! ([`OrderStore::changes_of`]), which WatchOrder streams and the waits of
+//! PlaceOrder and CancelOrder listen to.
 
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use crate::domain::{
     Cart, CustomerId, Money, OrderId, OrderState, PaymentToken, Quantity, RequestId, Sku,
 };
 use crate::error::OrderError;
-use crate::saga::log::{Effect, Phase, StepEntry, StepKind, StepLog, StepStatus};
+use crate::steps::{Effect, Phase, Prices, StepEntry, StepKind, StepLog, StepStatus};
 
 /// Columns of `orders` every read takes, as a literal so queries stay
 /// `&'static str`.
@@ -96,24 +97,18 @@ impl OrderRecord {
     }
 }
 
-/// A new order to record, PENDING, before any remote call.
-#[derive(Debug)]
-pub struct NewOrder<'a> {
-    /// Its id.
-    pub id: OrderId,
+/// An order a customer asks for (PlaceOrder), to be recorded PENDING before
+/// any remote call.
+#[derive(Clone, Debug)]
+pub struct NewOrder {
     /// Who places it.
     pub customer: CustomerId,
     /// The caller's idempotency key.
     pub request_id: RequestId,
     /// What is ordered.
-    pub cart: &'a Cart,
+    pub cart: Cart,
     /// How it is paid.
-    pub payment_token: &'a PaymentToken,
-    /// The runner that will drive its saga (it holds the lease from birth, so
-    /// recovery elsewhere leaves the order alone).
-    pub lease_owner: &'a str,
-    /// Until when that lease holds.
-    pub lease_until: i64,
+    pub payment_token: PaymentToken,
 }
 
 /// What recording a new order did.
@@ -140,15 +135,6 @@ pub struct NewStep {
     pub detail: String,
 }
 
-/// The reserved prices: each line's unit price and the total.
-#[derive(Clone, Debug)]
-pub struct Prices {
-    /// Unit price per sku.
-    pub lines: Vec<(Sku, Money)>,
-    /// Sum over the lines.
-    pub total: Money,
-}
-
 /// One change to an order, applied atomically; `None` fields stay as they are.
 #[derive(Clone, Debug, Default)]
 pub struct Transition {
@@ -166,11 +152,24 @@ pub struct Transition {
     pub failure: Option<(String, String)>,
     /// Erase the payment-method token (the charge is settled).
     pub forget_payment_token: bool,
-    /// Keep the lease this long from now (the next call and its backoff must
-    /// fit in it).
-    pub hold_lease: Duration,
-    /// Give the lease up (the runner stops).
-    pub release_lease: bool,
+    /// What happens to the writer's lease.
+    pub lease: Lease,
+}
+
+/// What a [`Transition`] does to its writer's lease on the order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lease {
+    /// Leave it as it is. The default, so that no transition can end a live
+    /// runner's lease by omission: an expired lease makes the order look
+    /// orphaned, and another process's recovery would take it over while
+    /// this runner goes on to its next step.
+    #[default]
+    Keep,
+    /// Hold it this long from now (the next call, or a backoff, must fit in
+    /// it).
+    HoldFor(Duration),
+    /// Give it up: the runner stops.
+    Release,
 }
 
 /// Reads and writes orders.
@@ -192,9 +191,14 @@ impl OrderStore {
         &self.db
     }
 
-    /// Announcements of every order changed by this process, after commit.
-    pub fn subscribe(&self) -> broadcast::Receiver<OrderId> {
-        self.changes.subscribe()
+    /// Announcements of the changes this process commits to order `id`
+    /// from now on. Take it before reading the order, so no change falls in
+    /// between.
+    pub fn changes_of(&self, id: OrderId) -> OrderChanges {
+        OrderChanges {
+            id,
+            changes: self.changes.subscribe(),
+        }
     }
 
     fn announce(&self, id: OrderId) {
@@ -217,8 +221,16 @@ impl OrderStore {
         Ok(tx)
     }
 
-    /// Records a new PENDING order with its lines, in one transaction.
-    pub async fn insert(&self, order: NewOrder<'_>) -> Result<Inserted, OrderError> {
+    /// Records a new PENDING order with its lines, in one transaction, leased
+    /// from birth to `lease_owner` until `lease_until` (the runner that will
+    /// drive its saga), so recovery elsewhere leaves it alone.
+    pub async fn insert(
+        &self,
+        id: OrderId,
+        order: &NewOrder,
+        lease_owner: &str,
+        lease_until: i64,
+    ) -> Result<Inserted, OrderError> {
         let now = now_micros();
         let mut tx = self.db.pool().begin().await?;
         let inserted = sqlx::query(
@@ -226,12 +238,12 @@ impl OrderStore {
              lease_owner, lease_until, created_at, updated_at) \
              VALUES ($1, $2, $3, 'PENDING', 'reserve', $4, $5, $6, $7, $7)",
         )
-        .bind(order.id.to_string())
+        .bind(id.to_string())
         .bind(order.customer.to_string())
         .bind(order.request_id.to_string())
         .bind(order.payment_token.expose().to_owned())
-        .bind(order.lease_owner.to_owned())
-        .bind(order.lease_until)
+        .bind(lease_owner.to_owned())
+        .bind(lease_until)
         .bind(now)
         .execute(&mut *tx)
         .await;
@@ -247,7 +259,7 @@ impl OrderStore {
             sqlx::query(
                 "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)",
             )
-            .bind(order.id.to_string())
+            .bind(id.to_string())
             .bind(line_no as i64)
             .bind(sku.as_str().to_owned())
             .bind(quantity.get())
@@ -255,8 +267,15 @@ impl OrderStore {
             .await?;
         }
         tx.commit().await?;
-        self.announce(order.id);
+        self.announce(id);
         Ok(Inserted::Created)
+    }
+
+    /// The order with this id; NOT_FOUND when there is none.
+    pub async fn order(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| OrderError::NotFound(id.to_string()))
     }
 
     /// The order with this id, if any.
@@ -482,7 +501,11 @@ impl OrderStore {
         change: &Transition,
     ) -> Result<bool, OrderError> {
         let now = now_micros();
-        let lease_until = now.saturating_add(change.hold_lease.as_micros() as i64);
+        // `None` keeps `lease_until` as it is.
+        let lease_until = match change.lease {
+            Lease::Keep | Lease::Release => None,
+            Lease::HoldFor(hold) => Some(now.saturating_add(hold.as_micros() as i64)),
+        };
         let mut tx = self.db.pool().begin().await?;
         let step_count: Option<i64> = sqlx::query_scalar(
             "UPDATE orders SET \
@@ -495,7 +518,7 @@ impl OrderStore {
                failure_message = COALESCE($9, failure_message), \
                payment_token = CASE WHEN $10 = 1 THEN NULL ELSE payment_token END, \
                lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
-               lease_until = CASE WHEN $11 = 1 THEN 0 ELSE $12 END, \
+               lease_until = CASE WHEN $11 = 1 THEN 0 ELSE COALESCE($12, lease_until) END, \
                step_count = step_count + $13, \
                version = version + 1, \
                updated_at = $14 \
@@ -512,7 +535,7 @@ impl OrderStore {
         .bind(change.failure.as_ref().map(|f| f.0.clone()))
         .bind(change.failure.as_ref().map(|f| f.1.clone()))
         .bind(i64::from(change.forget_payment_token))
-        .bind(i64::from(change.release_lease))
+        .bind(i64::from(change.lease == Lease::Release))
         .bind(lease_until)
         .bind(change.steps.len() as i64)
         .bind(now)
@@ -586,6 +609,33 @@ impl OrderStore {
             self.announce(id);
         }
         Ok(began)
+    }
+}
+
+/// The changes this process commits to one order ([`OrderStore::changes_of`]).
+#[derive(Debug)]
+pub struct OrderChanges {
+    id: OrderId,
+    changes: broadcast::Receiver<OrderId>,
+}
+
+impl OrderChanges {
+    /// The order.
+    pub fn id(&self) -> OrderId {
+        self.id
+    }
+
+    /// Resolves when the order may have changed: it did, or announcements
+    /// were missed (too many at once), so re-read it either way. False once
+    /// no more announcements can come (the store is gone).
+    pub async fn changed(&mut self) -> bool {
+        loop {
+            match self.changes.recv().await {
+                Ok(changed) if changed != self.id => continue,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => return false,
+            }
+        }
     }
 }
 

@@ -8,14 +8,28 @@
 //! ```
 //!
 //! A step is undone only if the log says it may have taken effect
-//! ([`log::StepLog::may_have_applied`]). A refund that finds the payment still
-//! PENDING at the provider keeps looking (the payment may yet be captured);
-//! after the retry budget the order is shown FAILED while that settlement
-//! goes on in the background.
+//! ([`StepLog::may_have_applied`](crate::steps::StepLog::may_have_applied)).
+//! A refund that finds the payment still PENDING at the provider keeps
+//! looking (the payment may yet be captured); after the retry budget the
+//! order is shown FAILED while that settlement goes on in the background.
 //!
-//! - [`log`]: phases, steps and the step log that compensation reads.
+//! [`Saga`] is also where the order use cases live, so the gRPC adapter only
+//! parses, authorises, calls and converts:
+//! - [`Saga::place`] (`place.rs`): PlaceOrder, from recording the order to
+//!   answering it settled or, near the caller's deadline, PENDING.
+//! - [`Saga::cancel`] (`cancel.rs`): CancelOrder.
+//! - [`Saga::watch`] (`watch.rs`): WatchOrder's stream of versions.
+//!
+//! Inside:
 //! - [`runner`]: drives one order, one recorded try at a time.
-//! - [`Saga`] (here): starts runners, holds the recovery loop, stops cleanly.
+//! - `refund.rs`: which payments of an order to refund, by how much, under
+//!   which key, and when its money is settled.
+//! - [`Saga`] (here): starts runners, holds the recovery loop, waits for an
+//!   order to settle, stops cleanly.
+//!
+//! The vocabulary (phases, steps, the log) is [`crate::steps`]; the saga
+//! uses the store, the downstream calls and it, and none of them uses the
+//! saga.
 //!
 //! **Durability.** The order and its saga state are recorded before any
 //! remote call; each try of a step is recorded as STARTED before its call and
@@ -27,25 +41,32 @@
 //! left whose lease is free or expired are leased and resumed, forward or
 //! compensating, from their phase.
 
-pub mod log;
+mod cancel;
+mod place;
+mod refund;
 pub mod runner;
+mod watch;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_interceptors::api::time::now_micros;
-use agora_interceptors::client::CallContext;
+use agora_interceptors::client::{CallContext, current_deadline};
 use opentelemetry::context::FutureExt as _;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::domain::OrderId;
 use crate::downstream::Downstreams;
-use crate::store::OrderStore;
-use log::StepKind;
+use crate::error::OrderError;
+use crate::steps::StepKind;
+use crate::store::{OrderChanges, OrderRecord, OrderStore};
+
+pub use watch::{OrderWatch, WatchError};
 
 /// How the saga retries, leases and recovers.
 #[derive(Clone, Debug)]
@@ -99,17 +120,17 @@ impl std::fmt::Debug for Saga {
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: OrderStore,
-    pub(crate) downstreams: Downstreams,
-    pub(crate) settings: SagaSettings,
-    pub(crate) fault: Option<FaultHook>,
+struct Inner {
+    store: OrderStore,
+    downstreams: Downstreams,
+    settings: SagaSettings,
+    fault: Option<FaultHook>,
     /// This process's name in lease owners, for operators reading the table.
     instance: String,
     /// Orders a runner of this process is driving.
     running: Mutex<HashSet<OrderId>>,
     tasks: TaskTracker,
-    pub(crate) stop: CancellationToken,
+    stop: CancellationToken,
 }
 
 impl Saga {
@@ -137,31 +158,42 @@ impl Saga {
 
     /// A fresh lease owner: this process plus a nonce, so two runners of one
     /// process never share a lease.
-    pub fn new_lease_owner(&self) -> String {
+    fn new_lease_owner(&self) -> String {
         format!("{}/{}", self.inner.instance, uuid::Uuid::now_v7().simple())
     }
 
     /// When a lease taken now for a runner's first action ends.
-    pub fn first_lease_until(&self) -> i64 {
+    fn first_lease_until(&self) -> i64 {
         let settings = &self.inner.settings;
         now_micros() + (settings.attempt_timeout + settings.lease_ttl).as_micros() as i64
     }
 
     /// True once shutdown has begun.
-    pub fn is_stopping(&self) -> bool {
+    fn is_stopping(&self) -> bool {
         self.inner.stop.is_cancelled()
     }
 
-    /// Resolves when shutdown begins.
-    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.inner.stop.cancelled()
+    /// Runs the saga of `order`, whose lease `owner` holds, on a runner of
+    /// this process, or gives the lease up when none can start (this process
+    /// already drives the order, or is shutting down), so that recovery
+    /// resumes the order without waiting for the lease to expire. The
+    /// receiver resolves when the runner stops, for whatever reason.
+    async fn drive_or_release(
+        &self,
+        order: OrderId,
+        owner: String,
+    ) -> Result<Option<oneshot::Receiver<()>>, OrderError> {
+        let runner = self.drive(order, owner.clone());
+        if runner.is_none() {
+            self.inner.store.release_lease(order, &owner).await?;
+        }
+        Ok(runner)
     }
 
     /// Runs the saga of `order`, whose lease `owner` holds, on its own task
-    /// (it outlives the call that started it). The receiver resolves when the
-    /// runner stops, for whatever reason. `None` when this process already
-    /// drives the order or is shutting down.
-    pub fn drive(&self, order: OrderId, owner: String) -> Option<oneshot::Receiver<()>> {
+    /// (it outlives the call that started it). `None` when this process
+    /// already drives the order or is shutting down.
+    fn drive(&self, order: OrderId, owner: String) -> Option<oneshot::Receiver<()>> {
         if self.is_stopping() {
             return None;
         }
@@ -221,7 +253,7 @@ impl Saga {
     }
 
     /// One recovery pass. Returns how many sagas it resumed.
-    pub async fn recover_once(&self) -> Result<usize, crate::error::OrderError> {
+    pub async fn recover_once(&self) -> Result<usize, OrderError> {
         let mut resumed = 0;
         for order in self.inner.store.orphaned(100).await? {
             if self.is_stopping() {
@@ -244,14 +276,46 @@ impl Saga {
                 .await?
             {
                 tracing::info!(order_id = %order, "resuming saga");
-                if self.drive(order, owner.clone()).is_some() {
+                if self.drive_or_release(order, owner).await?.is_some() {
                     resumed += 1;
-                } else {
-                    self.inner.store.release_lease(order, &owner).await?;
                 }
             }
         }
         Ok(resumed)
+    }
+
+    /// Waits until order `id` is settled, or until `runner` (the runner the
+    /// caller started, if any) stops, but not past the served call's deadline
+    /// less a margin to answer in: then the saga carries on in the
+    /// background. Answers the order as it is then. `changes` was taken
+    /// before the runner started, so no change is missed.
+    async fn settled_or_deadline(
+        &self,
+        id: OrderId,
+        mut changes: OrderChanges,
+        runner: Option<oneshot::Receiver<()>>,
+    ) -> Result<OrderRecord, OrderError> {
+        if let Some(mut done) = runner {
+            let now = Instant::now();
+            let deadline = current_deadline().unwrap_or(now + Duration::from_secs(30));
+            let left = deadline.saturating_duration_since(now);
+            let margin = (left / 10).max(Duration::from_millis(50)).min(left);
+            let give_up = tokio::time::sleep_until(deadline - margin);
+            tokio::pin!(give_up);
+            loop {
+                tokio::select! {
+                    _ = &mut done => break,
+                    () = &mut give_up => break,
+                    more = changes.changed() => if !more { break },
+                }
+                if let Ok(Some(order)) = self.inner.store.get(id).await
+                    && !order.state.is_in_flight()
+                {
+                    return Ok(order);
+                }
+            }
+        }
+        self.inner.store.order(id).await
     }
 
     /// Begins shutdown: the recovery loop stops, runners pause at their next

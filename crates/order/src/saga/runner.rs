@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::OrderState;
+use crate::domain::{OrderId, OrderState};
 use crate::downstream::Failure;
 use crate::error::OrderError;
-use crate::store::{NewStep, OrderRecord, Transition};
+use crate::steps::{Effect, Phase, StepEntry, StepKind, StepLog, StepStatus};
+use crate::store::{Lease, NewStep, OrderRecord, Transition};
 
-use super::log::{Effect, Phase, StepKind, StepLog, StepStatus};
-use super::{FaultPoint, Inner};
+use super::{FaultPoint, Inner, refund};
 
 /// Why a runner stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,8 +38,26 @@ enum Flow {
     Exit(Exit),
 }
 
+/// How far one try of a compensation got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// Nothing is left to undo.
+    pub(super) settled: bool,
+    /// For people: what was done, or what is still outstanding.
+    pub(super) detail: String,
+}
+
+impl Progress {
+    pub(super) fn settled(detail: impl Into<String>) -> Self {
+        Self {
+            settled: true,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Runs `order`'s saga under `owner`'s lease until it stops.
-pub(crate) async fn run(inner: Arc<Inner>, order: crate::domain::OrderId, owner: String) {
+pub(super) async fn run(inner: Arc<Inner>, order: OrderId, owner: String) {
     let runner = Runner {
         inner: &inner,
         owner: &owner,
@@ -75,17 +93,12 @@ impl Runner<'_> {
         self.inner.fault.as_ref().is_some_and(|hook| hook(point))
     }
 
-    async fn drive(&self, id: crate::domain::OrderId) -> Result<Exit, OrderError> {
+    async fn drive(&self, id: OrderId) -> Result<Exit, OrderError> {
         loop {
             if self.inner.stop.is_cancelled() {
                 return Ok(Exit::Stopped);
             }
-            let order = self
-                .inner
-                .store
-                .get(id)
-                .await?
-                .ok_or_else(|| OrderError::NotFound(id.to_string()))?;
+            let order = self.inner.store.order(id).await?;
             let flow = match order.phase {
                 Phase::Done => return Ok(Exit::Done),
                 Phase::Reserve => self.forward(&order, StepKind::ReserveStock).await?,
@@ -130,7 +143,7 @@ impl Runner<'_> {
                     effect: Effect::Unrecorded,
                     detail: String::new(),
                 }],
-                hold_lease: settings.attempt_timeout + settings.lease_ttl,
+                lease: Lease::HoldFor(settings.attempt_timeout + settings.lease_ttl),
                 ..Transition::default()
             },
         )
@@ -195,7 +208,7 @@ impl Runner<'_> {
                 ],
                 phase: Some(Phase::Done),
                 state: Some(OrderState::Confirmed),
-                release_lease: true,
+                lease: Lease::Release,
                 ..Transition::default()
             }),
             _ => unreachable!("forward() is only called for forward steps"),
@@ -204,6 +217,9 @@ impl Runner<'_> {
             return Ok(Flow::Exit(Exit::Crashed));
         }
         let failure = match outcome {
+            // A success that is not the last keeps the lease its STARTED row
+            // took (it outlasts the call by `lease_ttl`); the next try's
+            // STARTED row extends it.
             Ok(change) => {
                 let done = change.phase == Some(Phase::Done);
                 if !self.apply(order, change).await? {
@@ -240,7 +256,7 @@ impl Runner<'_> {
             );
             let change = Transition {
                 steps: vec![failed_row],
-                hold_lease: pause + self.inner.settings.lease_ttl,
+                lease: Lease::HoldFor(pause + self.inner.settings.lease_ttl),
                 ..Transition::default()
             };
             return Ok(if self.apply(order, change).await? {
@@ -257,7 +273,7 @@ impl Runner<'_> {
             "step failed; compensating"
         );
         let mut log = order.steps.clone();
-        log.0.push(super::log::StepEntry {
+        log.0.push(StepEntry {
             step,
             status: StepStatus::Failed,
             attempt,
@@ -286,24 +302,25 @@ impl Runner<'_> {
         let release = from == Phase::Release && log.may_have_applied(StepKind::ReserveStock);
         let refund = matches!(from, Phase::Release | Phase::Refund)
             && log.may_have_applied(StepKind::ChargePayment);
-        let hold_lease = self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl;
+        let lease =
+            Lease::HoldFor(self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl);
         if release {
             Transition {
                 phase: Some(Phase::Release),
-                hold_lease,
+                lease,
                 ..Transition::default()
             }
         } else if refund {
             Transition {
                 phase: Some(Phase::Refund),
-                hold_lease,
+                lease,
                 ..Transition::default()
             }
         } else {
             Transition {
                 phase: Some(Phase::Done),
                 state: Some(settled_state(state)),
-                release_lease: true,
+                lease: Lease::Release,
                 ..Transition::default()
             }
         }
@@ -332,21 +349,8 @@ impl Runner<'_> {
         }
         let downstreams = &self.inner.downstreams;
         let outcome = match step {
-            StepKind::RefundPayment => {
-                let reason = if order.state == OrderState::Cancelling {
-                    if order.cancel_reason.is_empty() {
-                        format!("order {} cancelled", order.id)
-                    } else {
-                        format!("order {} cancelled: {}", order.id, order.cancel_reason)
-                    }
-                } else {
-                    format!("order {} failed: {}", order.id, order.failure_reason)
-                };
-                downstreams
-                    .refund(order.id, order.payment_id.as_deref(), &reason)
-                    .await
-            }
-            StepKind::ReleaseStock => downstreams.release(order.id).await,
+            StepKind::RefundPayment => refund::refund_order(downstreams, order).await,
+            StepKind::ReleaseStock => downstreams.release(order.id).await.map(Progress::settled),
             _ => unreachable!("compensate() is only called for compensation steps"),
         };
         if self.crash(FaultPoint::AfterCall(step)) {
@@ -387,7 +391,7 @@ impl Runner<'_> {
                 effect: failure.effect,
                 detail: failure.message,
             }],
-            hold_lease: pause + self.inner.settings.lease_ttl,
+            lease: Lease::HoldFor(pause + self.inner.settings.lease_ttl),
             ..Transition::default()
         };
         // A payment whose outcome is unknown (still PENDING at the provider,

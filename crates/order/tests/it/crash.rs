@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agora_order::saga::log::StepKind;
+use agora_order::steps::StepKind;
 use agora_order::{FaultHook, FaultPoint};
 use agora_proto::order::v1 as pb;
 use agora_testkit::{backend_test, with_token};

@@ -1,10 +1,15 @@
-//! The saga's vocabulary and its step log.
+//! The saga's vocabulary and its step log: phases, steps, what a try did
+//! downstream, and what the reservation priced. The store records these, the
+//! downstream calls answer in them, and the saga decides with them; none of
+//! those modules owns them.
 //!
 //! The log (table `saga_steps`) is the saga's memory: every try of every step
 //! is written as STARTED before the remote call and as SUCCEEDED or FAILED
 //! after it, with the try's [`Effect`]. What compensation must undo is read
 //! from the log alone ([`StepLog::may_have_applied`]), so it is right after a
 //! crash at any point, including between a remote call and its record.
+
+use crate::domain::{Money, Sku};
 
 /// What the runner must do next for an order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,6 +251,16 @@ impl StepLog {
         }
         maybe || open
     }
+}
+
+/// What RESERVE_STOCK learns: each line's unit price and the total, as
+/// inventory captured them when it took the units.
+#[derive(Clone, Debug)]
+pub struct Prices {
+    /// Unit price per sku.
+    pub lines: Vec<(Sku, Money)>,
+    /// Sum over the lines.
+    pub total: Money,
 }
 
 #[cfg(test)]
