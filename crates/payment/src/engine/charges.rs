@@ -192,7 +192,7 @@ async fn stored_token(
         .await?
         .map(PaymentMethodToken::from_stored)
         .ok_or_else(|| {
-            PaymentError::Internal(anyhow::anyhow!(
+            PaymentError::from(anyhow::anyhow!(
                 "pending payment {id} has no payment-method token to charge"
             ))
         })

@@ -199,5 +199,5 @@ async fn recorded_refund(store: &PaymentStore, id: RefundId) -> Result<Refund, P
     store
         .get_refund(id)
         .await?
-        .ok_or_else(|| PaymentError::Internal(anyhow::anyhow!("refund {id} vanished")))
+        .ok_or_else(|| PaymentError::from(anyhow::anyhow!("refund {id} vanished")))
 }

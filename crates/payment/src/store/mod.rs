@@ -93,8 +93,7 @@ fn parse_stored<T, E: std::fmt::Display>(
     parse: impl FnOnce(&str) -> Result<T, E>,
     value: String,
 ) -> Result<T, PaymentError> {
-    parse(&value)
-        .map_err(|e| PaymentError::Internal(anyhow::anyhow!("stored value {value:?}: {e}")))
+    parse(&value).map_err(|e| PaymentError::from(anyhow::anyhow!("stored value {value:?}: {e}")))
 }
 
 /// An amount and currency as both tables store them.
