@@ -12,6 +12,8 @@
 //!   crashed; [`wait_until_serving`].
 //! - [`services`]: each Agora service started that way, the scenario's
 //!   [`Keys`], and [`sign_up`].
+//! - [`suite`]: the four services of a scenario together ([`TestSuite`]),
+//!   and [`providers`]: payment providers that fail on purpose.
 //! - [`status`]: the google.rpc details of a refused call.
 //! - [`poll`]: [`eventually`], waiting without fixed sleeps.
 //! - [`otlp`]: an in-process OTLP collector for trace assertions.
@@ -21,12 +23,15 @@ pub mod database;
 pub mod keys;
 pub mod otlp;
 pub mod poll;
+pub mod providers;
 pub mod server;
 pub mod services;
 pub mod status;
+pub mod suite;
 
 pub use database::{DATABASE_PREFIX, POSTGRES_ENV, TestDatabase};
 pub use keys::{TestKeys, with_token};
 pub use poll::eventually;
 pub use server::{TestServer, assert_served, channel, wait_until_serving};
 pub use services::{Keys, PASSWORD, sign_up};
+pub use suite::{SuiteOptions, TestSuite};

@@ -22,13 +22,6 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// A layer recording into `metrics`, naming every method `metrics` knows.
-    pub fn new(metrics: &GrpcMetrics) -> Self {
-        Self {
-            table: metrics.server_table(),
-        }
-    }
-
     /// A layer recording into `metrics` that names only the methods of
     /// `services` (the ones actually served); any other path is `unknown`.
     /// Built once at start-up.

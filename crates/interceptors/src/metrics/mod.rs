@@ -93,11 +93,6 @@ impl GrpcMetrics {
         self.inner.pool.observe(database);
     }
 
-    /// A layer recording calls served (`grpc_server_*`).
-    pub fn server_layer(&self) -> MetricsLayer {
-        MetricsLayer::new(self)
-    }
-
     /// A layer recording calls made through a channel (`grpc_client_*`).
     pub fn client_layer(&self) -> ClientMetricsLayer {
         ClientMetricsLayer::new(self)

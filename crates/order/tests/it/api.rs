@@ -6,20 +6,20 @@ use agora_order::ServeOptions;
 use agora_proto::order::v1 as pb;
 use agora_proto::user::v1 as upb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
-use agora_testkit::{TestDatabase, backend_test, channel, with_token};
+use agora_testkit::{TestDatabase, backend_test, with_token};
 use futures::StreamExt;
 use tonic::Code;
 
 use crate::support::*;
 
 /// User and order services; inventory and payment point at a dead port.
-async fn without_inventory(db: &TestDatabase) -> (Keys, Server, Server, TestDatabase) {
+async fn without_inventory(db: &TestDatabase) -> (Keys, TestServer, TestServer, TestDatabase) {
     let keys = Keys::new();
-    let user_db = database_like(db).await;
+    let user_db = TestDatabase::like(db).await;
     let user = start_user(&user_db, &keys).await;
     let dead = dead_address().await;
     let mut config = order_config(db);
-    config.user_url = format!("http://{}", user.addr);
+    config.user_url = format!("http://{}", user.addr());
     config.inventory_url = format!("http://{dead}");
     config.payment_url = format!("http://{dead}");
     let order = start_order(config, &keys, ServeOptions::default()).await;
@@ -84,7 +84,7 @@ backend_test! {
 
         // A valid token whose account was deleted is refused, and nothing is recorded.
         let (user_id, token) = customer(&user, "gone@example.com").await;
-        UserServiceClient::new(channel(user.addr))
+        UserServiceClient::new(user.channel())
             .delete_user(with_token(upb::DeleteUserRequest { user_id: user_id.clone() }, &token))
             .await
             .unwrap();

@@ -8,16 +8,15 @@ use agora_proto::order::v1 as pb;
 use agora_proto::payment::v1 as pay;
 use agora_testkit::{backend_test, with_token};
 use futures::StreamExt;
-use tonic::Code;
-
-use crate::suite::{FlakyProvider, SLOW_CARD_DELAY, Suite, SuiteOptions};
-use crate::support::*;
-
 use pb::SagaStepKind::{
     ChargePayment as CHARGE, CommitStock as COMMIT, Confirm as CONFIRM, RefundPayment as REFUND,
     ReleaseStock as RELEASE, ReserveStock as RESERVE,
 };
 use pb::SagaStepStatus::{Failed as FAIL, Started as START, Succeeded as OK};
+use tonic::Code;
+
+use crate::suite::{ALWAYS, SLOW_CARD_DELAY, Suite, SuiteOptions, commit_proxy, failing_charges};
+use crate::support::*;
 
 backend_test! {
     async fn happy_path_confirms_with_inventory_prices(db: &TestDatabase) {
@@ -112,7 +111,7 @@ backend_test! {
     async fn a_payment_outage_is_retried_and_the_order_confirmed(db: &TestDatabase) {
         // The payment client retries UNAVAILABLE 3 times per saga try: four
         // failures need a second saga try.
-        let suite = Suite::start(db, SuiteOptions { provider: Some(FlakyProvider::failing(4)), ..Default::default() }).await;
+        let suite = Suite::start(db, SuiteOptions { provider: Some(failing_charges(4)), ..Default::default() }).await;
         suite.product("MUG", 1200, 10).await;
         let (_, token) = customer(&suite.user, "ada@example.com").await;
 
@@ -130,7 +129,7 @@ backend_test! {
 
 backend_test! {
     async fn payment_down_for_good_compensates_and_holds_no_stock(db: &TestDatabase) {
-        let suite = Suite::start(db, SuiteOptions { provider: Some(FlakyProvider::failing(u32::MAX)), ..Default::default() }).await;
+        let suite = Suite::start(db, SuiteOptions { provider: Some(failing_charges(ALWAYS)), ..Default::default() }).await;
         suite.product("MUG", 1200, 10).await;
         let (_, token) = customer(&suite.user, "ada@example.com").await;
 
@@ -161,7 +160,7 @@ backend_test! {
         let suite = Suite::start(
             db,
             SuiteOptions {
-                provider: Some(FlakyProvider::failing(u32::MAX)),
+                provider: Some(failing_charges(ALWAYS)),
                 payment_reconcile: Some(Duration::from_millis(200)),
                 ..Default::default()
             },
@@ -194,10 +193,15 @@ backend_test! {
 
 backend_test! {
     async fn a_commit_failing_after_the_charge_is_refunded(db: &TestDatabase) {
-        let suite = Suite::start(db, SuiteOptions { commit_proxy: true, ..Default::default() }).await;
+        let fail_commits = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let suite = Suite::start(
+            db,
+            SuiteOptions { inventory_front: Some(commit_proxy(fail_commits.clone())), ..Default::default() },
+        )
+        .await;
         suite.product("MUG", 1200, 10).await;
         let (_, token) = customer(&suite.user, "ada@example.com").await;
-        suite.fail_commits.store(true, std::sync::atomic::Ordering::SeqCst);
+        fail_commits.store(true, std::sync::atomic::Ordering::SeqCst);
 
         let order = place(&suite.orders(), place_request(vec![line("MUG", 2)], "tok_visa"), &token).await.unwrap();
         assert_eq!(order.state(), pb::OrderState::Failed, "{order:#?}");

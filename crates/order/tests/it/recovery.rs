@@ -15,11 +15,11 @@ use crate::support::*;
 backend_test! {
     async fn a_saga_whose_runner_died_is_resumed_by_the_next_process(db: &TestDatabase) {
         let keys = Keys::new();
-        let user_db = database_like(db).await;
+        let user_db = TestDatabase::like(db).await;
         let user = start_user(&user_db, &keys).await;
         let dead = dead_address().await;
         let mut config = order_config(db);
-        config.user_url = format!("http://{}", user.addr);
+        config.user_url = format!("http://{}", user.addr());
         config.inventory_url = format!("http://{dead}");
         config.payment_url = format!("http://{dead}");
         config.saga_lease_ttl = Duration::from_millis(300);
@@ -53,11 +53,11 @@ backend_test! {
 backend_test! {
     async fn an_open_watch_ends_with_unavailable_on_shutdown(db: &TestDatabase) {
         let keys = Keys::new();
-        let user_db = database_like(db).await;
+        let user_db = TestDatabase::like(db).await;
         let user = start_user(&user_db, &keys).await;
         let dead = dead_address().await;
         let mut config = order_config(db);
-        config.user_url = format!("http://{}", user.addr);
+        config.user_url = format!("http://{}", user.addr());
         config.inventory_url = format!("http://{dead}");
         config.payment_url = format!("http://{dead}");
         // A crashed runner's lease outlives this test: the order stays PENDING.

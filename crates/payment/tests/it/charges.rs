@@ -8,13 +8,12 @@ use agora_payment::gateway::{
 };
 use agora_proto::payment::v1 as pb;
 use agora_proto::r#type::v1::Money;
-use agora_testkit::{TestKeys, backend_test, with_token};
+use agora_testkit::providers::FlakyProvider;
+use agora_testkit::status::{reason, violated_fields};
+use agora_testkit::{Keys, backend_test, with_token};
 use tonic::Code;
 
-use crate::support::{
-    Flaky, charge_request, gateway, history, id, reason, spawn_app, spawn_with, state, usd,
-    violated_fields,
-};
+use crate::support::{charge_request, gateway, history, id, spawn_app, spawn_with, state, usd};
 
 backend_test! {
     async fn an_approved_charge_is_captured_with_its_history(db: &TestDatabase) {
@@ -222,8 +221,8 @@ backend_test! {
 backend_test! {
     async fn a_transient_failure_is_retried_with_the_same_provider_key(db: &TestDatabase) {
         let gateway = gateway();
-        let flaky = Arc::new(Flaky::new(gateway.clone(), 2));
-        let app = spawn_with(db, gateway.clone(), flaky.clone(), TestKeys::new(), |_| {}).await;
+        let flaky = Arc::new(FlakyProvider::new(gateway.clone()).failing_charges(2));
+        let app = spawn_with(db, gateway.clone(), flaky.clone(), Keys::new(), |_| {}).await;
         let request = charge_request(TOK_VISA, 1234);
         for _ in 0..2 {
             let status = app.charge(request.clone()).await.unwrap_err();

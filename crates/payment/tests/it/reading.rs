@@ -3,10 +3,11 @@
 
 use agora_payment::gateway::TOK_VISA;
 use agora_proto::payment::v1 as pb;
+use agora_testkit::status::{reason, violated_fields};
 use agora_testkit::{backend_test, with_token};
 use tonic::Code;
 
-use crate::support::{charge_request, id, reason, refund_request, spawn_app, violated_fields};
+use crate::support::{charge_request, id, refund_request, spawn_app};
 
 backend_test! {
     async fn a_customer_reads_only_their_own_payments(db: &TestDatabase) {

@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use agora_payment::gateway::{TOK_SLOW, TOK_VISA};
 use agora_proto::payment::v1 as pb;
-use agora_testkit::{TestDatabase, TestKeys, backend_test, with_token};
+use agora_testkit::{Keys, TestDatabase, backend_test, eventually, with_token};
 use tonic::Code;
 
 use crate::support::{
-    ChargesThenHangs, LosesFirstAnswer, charge_request, eventually, gateway, history,
-    refund_request, spawn_with, state, usd,
+    ChargesThenHangs, LosesFirstAnswer, charge_request, gateway, history, refund_request,
+    spawn_with, state, usd,
 };
 
 backend_test! {
     async fn a_caller_that_times_out_finds_the_charge_on_retry(db: &TestDatabase) {
         let gateway = gateway(); // tok_slow answers after 500 ms
-        let app = spawn_with(db, gateway.clone(), gateway.clone(), TestKeys::new(), |_| {}).await;
+        let app = spawn_with(db, gateway.clone(), gateway.clone(), Keys::new(), |_| {}).await;
         let request = charge_request(TOK_SLOW, 300);
         let mut impatient = with_token(request.clone(), &app.service_token());
         impatient.set_timeout(Duration::from_millis(100));
@@ -44,7 +44,7 @@ backend_test! {
     async fn a_lost_provider_answer_is_recovered_without_charging_again(db: &TestDatabase) {
         let gateway = gateway();
         let provider = Arc::new(LosesFirstAnswer::new(gateway.clone()));
-        let app = spawn_with(db, gateway.clone(), provider, TestKeys::new(), |_| {}).await;
+        let app = spawn_with(db, gateway.clone(), provider, Keys::new(), |_| {}).await;
         let request = charge_request(TOK_VISA, 5000);
         // The gateway charged, but its answer never arrived.
         let status = app.charge(request.clone()).await.unwrap_err();
@@ -76,7 +76,7 @@ async fn charge_then_crash(
     let provider = Arc::new(ChargesThenHangs {
         gateway: gateway.clone(),
     });
-    let app = spawn_with(db, gateway.clone(), provider, TestKeys::new(), |config| {
+    let app = spawn_with(db, gateway.clone(), provider, Keys::new(), |config| {
         config.provider_timeout = Duration::from_millis(1000);
     })
     .await;
@@ -84,9 +84,9 @@ async fn charge_then_crash(
     let mut client = app.client.clone();
     let call = with_token(request.clone(), &app.service_token());
     let pending = tokio::spawn(async move { client.charge(call).await });
-    eventually(Duration::from_secs(5), "the gateway to charge", || {
+    eventually("the gateway to charge", Duration::from_secs(5), || {
         let gateway = gateway.clone();
-        async move { gateway.captures() == 1 }
+        async move { (gateway.captures() == 1).then_some(()) }
     })
     .await;
     app.crash().await;
@@ -101,7 +101,7 @@ backend_test! {
         let request = charge_then_crash(db, &gateway).await;
 
         // A new process over the same database and the same gateway.
-        let app = spawn_with(db, gateway.clone(), gateway.clone(), TestKeys::new(), |config| {
+        let app = spawn_with(db, gateway.clone(), gateway.clone(), Keys::new(), |config| {
             config.provider_timeout = Duration::from_millis(1000);
         })
         .await;
@@ -123,14 +123,14 @@ backend_test! {
         let gateway = gateway();
         let request = charge_then_crash(db, &gateway).await;
 
-        let app = spawn_with(db, gateway.clone(), gateway.clone(), TestKeys::new(), |config| {
+        let app = spawn_with(db, gateway.clone(), gateway.clone(), Keys::new(), |config| {
             config.provider_timeout = Duration::from_millis(1000);
             config.reconcile_interval = Duration::from_millis(100);
         })
         .await;
         let (app_ref, order_id) = (&app, request.order_id.as_str());
-        eventually(Duration::from_secs(10), "the reconciler to capture", move || async move {
-            state(&app_ref.order_payments(order_id).await[0]) == pb::PaymentState::Captured
+        eventually("the reconciler to capture", Duration::from_secs(10), move || async move {
+            (state(&app_ref.order_payments(order_id).await[0]) == pb::PaymentState::Captured).then_some(())
         })
         .await;
         let captured = app.order_payments(order_id).await.remove(0);
@@ -148,7 +148,7 @@ backend_test! {
     async fn the_reconciler_finishes_refunds_nobody_retried(db: &TestDatabase) {
         let gateway = gateway();
         let provider = Arc::new(LosesFirstAnswer::new(gateway.clone()));
-        let app = spawn_with(db, gateway.clone(), provider, TestKeys::new(), |config| {
+        let app = spawn_with(db, gateway.clone(), provider, Keys::new(), |config| {
             config.reconcile_interval = Duration::from_millis(100);
         })
         .await;
@@ -156,17 +156,17 @@ backend_test! {
         let request = charge_request(TOK_VISA, 2000);
         assert_eq!(app.charge(request.clone()).await.unwrap_err().code(), Code::Unavailable);
         let (app_ref, order_id) = (&app, request.order_id.as_str());
-        eventually(Duration::from_secs(10), "the charge to be captured", move || async move {
-            state(&app_ref.order_payments(order_id).await[0]) == pb::PaymentState::Captured
+        eventually("the charge to be captured", Duration::from_secs(10), move || async move {
+            (state(&app_ref.order_payments(order_id).await[0]) == pb::PaymentState::Captured).then_some(())
         })
         .await;
         let payment_id = app.order_payments(order_id).await[0].payment_id.clone();
 
         assert_eq!(app.refund(refund_request(&payment_id, 500)).await.unwrap_err().code(), Code::Unavailable);
         let payment_ref = payment_id.as_str();
-        eventually(Duration::from_secs(10), "the refund to complete", move || async move {
+        eventually("the refund to complete", Duration::from_secs(10), move || async move {
             let payment = app_ref.get(payment_ref, &app_ref.admin_token()).await.unwrap();
-            payment.refunded_amount == usd(500)
+            (payment.refunded_amount == usd(500)).then_some(())
         })
         .await;
         assert_eq!((gateway.captures(), gateway.refunds_made()), (1, 1));

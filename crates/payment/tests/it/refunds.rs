@@ -7,12 +7,13 @@ use std::sync::Arc;
 use agora_payment::gateway::{TOK_DECLINED, TOK_VISA};
 use agora_proto::payment::v1 as pb;
 use agora_proto::r#type::v1::Money;
-use agora_testkit::{TestKeys, backend_test, with_token};
+use agora_testkit::providers::FlakyProvider;
+use agora_testkit::status::{reason, violated_fields};
+use agora_testkit::{Keys, backend_test, with_token};
 use tonic::Code;
 
 use crate::support::{
-    Flaky, charge_request, gateway, history, id, reason, refund_request, spawn_app, spawn_with,
-    state, usd, violated_fields,
+    charge_request, gateway, history, id, refund_request, spawn_app, spawn_with, state, usd,
 };
 
 backend_test! {
@@ -212,13 +213,13 @@ backend_test! {
     async fn a_transient_refund_failure_keeps_the_reservation_until_retried(db: &TestDatabase) {
         let gateway = gateway();
         // The charge passes; the first refund call fails.
-        let flaky = Arc::new(Flaky::new(gateway.clone(), 0));
-        let app = spawn_with(db, gateway.clone(), flaky.clone(), TestKeys::new(), |_| {}).await;
+        let flaky = Arc::new(FlakyProvider::new(gateway.clone()));
+        let app = spawn_with(db, gateway.clone(), flaky.clone(), Keys::new(), |_| {}).await;
         let payment = app.charge(charge_request(TOK_VISA, 1000)).await.unwrap();
 
-        let failing = Arc::new(Flaky::new(gateway.clone(), 1));
+        let failing = Arc::new(FlakyProvider::new(gateway.clone()).failing_refunds(1));
         app.stop().await.unwrap();
-        let app = spawn_with(db, gateway.clone(), failing.clone(), TestKeys::new(), |_| {}).await;
+        let app = spawn_with(db, gateway.clone(), failing.clone(), Keys::new(), |_| {}).await;
 
         let request = refund_request(&payment.payment_id, 800);
         let status = app.refund(request.clone()).await.unwrap_err();

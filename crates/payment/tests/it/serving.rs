@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use agora_payment::gateway::TOK_SLOW;
 use agora_proto::payment::v1 as pb;
-use agora_testkit::{TestKeys, assert_served, backend_test, with_token};
+use agora_testkit::{Keys, assert_served, backend_test, eventually, with_token};
 
-use crate::support::{SERVICE, charge_request, eventually, gateway, spawn_app, spawn_with, state};
+use crate::support::{SERVICE, charge_request, gateway, spawn_app, spawn_with, state};
 
 backend_test! {
     async fn health_and_reflection_cover_the_payment_service(db: &TestDatabase) {
@@ -21,7 +21,7 @@ backend_test! {
     async fn shutdown_lets_a_provider_call_in_flight_finish_and_be_recorded(db: &TestDatabase) {
         let gateway = gateway(); // tok_slow answers after 500 ms
         let grace = Duration::from_secs(5);
-        let app = spawn_with(db, gateway.clone(), gateway.clone(), TestKeys::new(), |config| {
+        let app = spawn_with(db, gateway.clone(), gateway.clone(), Keys::new(), |config| {
             config.serve.shutdown_grace = grace;
         })
         .await;
@@ -30,9 +30,9 @@ backend_test! {
         let mut client = app.client.clone();
         let caller = tokio::spawn(async move { client.charge(call).await });
         let asked = gateway.clone();
-        eventually(Duration::from_secs(5), "the gateway to be asked", move || {
+        eventually("the gateway to be asked", Duration::from_secs(5), move || {
             let asked = asked.clone();
-            async move { asked.charge_calls() == 1 }
+            async move { (asked.charge_calls() == 1).then_some(()) }
         })
         .await;
 
@@ -42,7 +42,7 @@ backend_test! {
         let _ = caller.await;
 
         // The next process finds the charge recorded, without asking again.
-        let app = spawn_with(db, gateway.clone(), gateway.clone(), TestKeys::new(), |_| {}).await;
+        let app = spawn_with(db, gateway.clone(), gateway.clone(), Keys::new(), |_| {}).await;
         let recorded = app.order_payments(&request.order_id).await;
         assert_eq!(state(&recorded[0]), pb::PaymentState::Captured);
         assert_eq!(app.charge(request).await.unwrap(), recorded[0]);

@@ -1,14 +1,12 @@
-//! Starts a payment service for one test and hands back typed clients, the
-//! gateway behind it (to count provider calls), and test providers that fail
-//! on purpose.
+//! A payment service for one test, with its typed client, the gateway
+//! behind it (to count provider calls), the calls most scenarios need, and
+//! the providers only these tests use. Starting it, tokens, error details
+//! and the flaky provider come from `agora_testkit`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agora_interceptors::auth::Role;
 use agora_payment::provider::{
     ChargeInstruction, ChargeOutcome, PaymentProvider, ProviderError, RefundInstruction,
     RefundOutcome, async_trait,
@@ -17,22 +15,19 @@ use agora_payment::{PaymentConfig, TestGateway};
 use agora_proto::payment::v1 as pb;
 use agora_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use agora_proto::r#type::v1::Money;
-use agora_testkit::{TestDatabase, TestKeys, channel, wait_until_serving, with_token};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use agora_testkit::services::{self, PAYMENT};
+use agora_testkit::{Keys, TestDatabase, TestServer, with_token};
 use tonic::transport::Channel;
 
-pub const SERVICE: &str = "agora.payment.v1.PaymentService";
+pub const SERVICE: &str = PAYMENT;
 
 /// A running payment service.
 pub struct TestApp {
-    pub addr: SocketAddr,
+    pub server: TestServer,
     pub client: PaymentServiceClient<Channel>,
-    pub keys: TestKeys,
+    pub keys: Keys,
     /// The gateway the service's provider ends at.
     pub gateway: Arc<TestGateway>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
 }
 
 /// A gateway whose `tok_slow` takes half a second.
@@ -43,7 +38,7 @@ pub fn gateway() -> Arc<TestGateway> {
 /// The service over a fresh test gateway, reconciler off.
 pub async fn spawn_app(db: &TestDatabase) -> TestApp {
     let gateway = gateway();
-    spawn_with(db, gateway.clone(), gateway, TestKeys::new(), |_| {}).await
+    spawn_with(db, gateway.clone(), gateway, Keys::new(), |_| {}).await
 }
 
 /// The service with `provider` in front of `gateway`, trusting `keys`.
@@ -51,53 +46,33 @@ pub async fn spawn_with(
     db: &TestDatabase,
     gateway: Arc<TestGateway>,
     provider: Arc<dyn PaymentProvider>,
-    keys: TestKeys,
+    keys: Keys,
     adjust: impl FnOnce(&mut PaymentConfig),
 ) -> TestApp {
-    let mut config = PaymentConfig::defaults();
-    config.database.database_url = Some(db.url().to_owned());
-    config.reconcile_interval = Duration::ZERO;
-    adjust(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(agora_payment::serve_with_provider(
-        config,
-        keys.key_set.clone(),
-        provider,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let channel = channel(addr);
-    wait_until_serving(channel.clone(), SERVICE).await;
+    let server = services::start_payment(db, &keys, provider, adjust).await;
     TestApp {
-        addr,
-        client: PaymentServiceClient::new(channel),
+        client: PaymentServiceClient::new(server.channel()),
+        server,
         keys,
         gateway,
-        stop: Some(stop),
-        task,
     }
 }
 
 impl TestApp {
     pub fn channel(&self) -> Channel {
-        channel(self.addr)
+        self.server.channel()
     }
 
     pub fn service_token(&self) -> String {
-        self.keys.token("agora-order", Role::Service)
+        self.keys.service_token()
     }
 
     pub fn admin_token(&self) -> String {
-        self.keys
-            .token(&uuid::Uuid::now_v7().to_string(), Role::Admin)
+        self.keys.admin_token()
     }
 
     pub fn customer_token(&self, user_id: &str) -> String {
-        self.keys.token(user_id, Role::Customer)
+        self.keys.customer_token(user_id)
     }
 
     /// Charge as the order service.
@@ -152,18 +127,14 @@ impl TestApp {
     }
 
     /// Signals shutdown and waits for the server to finish.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await?
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.shut_down().await
     }
 
     /// Kills the server where it stands, as a crash would: its future is
     /// dropped mid-call, nothing is drained or recorded.
     pub async fn crash(self) {
-        self.task.abort();
-        let _ = self.task.await;
+        self.server.crash().await;
     }
 }
 
@@ -211,100 +182,7 @@ pub fn history(payment: &pb::Payment) -> Vec<pb::PaymentState> {
         .collect()
 }
 
-/// The field paths of a status's BadRequest violations.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
-        .unwrap_or_default()
-}
-
-/// Polls `check` every 20 ms until it is true, for at most `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // === providers that fail on purpose ===
-
-/// Fails the first `failures` charge and refund calls with UNAVAILABLE before
-/// they reach the gateway (nothing happens there), then passes calls
-/// through. Records every provider key it is given.
-#[derive(Debug)]
-pub struct Flaky {
-    pub gateway: Arc<TestGateway>,
-    failures_left: AtomicU32,
-    pub charge_keys: Mutex<Vec<String>>,
-    pub refund_keys: Mutex<Vec<String>>,
-}
-
-impl Flaky {
-    pub fn new(gateway: Arc<TestGateway>, failures: u32) -> Self {
-        Self {
-            gateway,
-            failures_left: AtomicU32::new(failures),
-            charge_keys: Mutex::default(),
-            refund_keys: Mutex::default(),
-        }
-    }
-
-    fn fail_now(&self) -> bool {
-        self.failures_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-}
-
-#[async_trait]
-impl PaymentProvider for Flaky {
-    async fn charge(
-        &self,
-        instruction: &ChargeInstruction,
-    ) -> Result<ChargeOutcome, ProviderError> {
-        self.charge_keys
-            .lock()
-            .unwrap()
-            .push(instruction.idempotency_key.clone());
-        if self.fail_now() {
-            return Err(ProviderError::Unavailable("flaky: connection reset".into()));
-        }
-        self.gateway.charge(instruction).await
-    }
-
-    async fn refund(
-        &self,
-        instruction: &RefundInstruction,
-    ) -> Result<RefundOutcome, ProviderError> {
-        self.refund_keys
-            .lock()
-            .unwrap()
-            .push(instruction.idempotency_key.clone());
-        if self.fail_now() {
-            return Err(ProviderError::Unavailable("flaky: connection reset".into()));
-        }
-        self.gateway.refund(instruction).await
-    }
-}
 
 /// Passes the first charge and refund through to the gateway (money moves)
 /// and then loses the answer: the service sees UNAVAILABLE, as when a
