@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -22,6 +23,20 @@ use crate::ServeArgs;
 use crate::db::{DatabaseArgs, Migrations};
 use crate::{shutdown, telemetry};
 
+/// What a service binary is told to stop with: SIGTERM or Ctrl-C.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The settings of a service binary that this module reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings<'a> {
+    /// Where the gRPC server listens.
+    pub listen: SocketAddr,
+    /// The settings every service shares.
+    pub serve: &'a ServeArgs,
+    /// Its database flags.
+    pub database: &'a DatabaseArgs,
+}
+
 /// A service's configuration, and how to serve with it.
 pub trait ServiceBinary: clap::Parser + Send + 'static {
     /// The binary's name, e.g. `agora-user`.
@@ -29,20 +44,17 @@ pub trait ServiceBinary: clap::Parser + Send + 'static {
     /// The service's short name, e.g. `user`: its default SQLite file is
     /// `data/<name>.db`.
     const SERVICE: &'static str;
-
-    /// Where the gRPC server listens.
-    fn listen(&self) -> SocketAddr;
-    /// The settings every service shares.
-    fn serve_args(&self) -> &ServeArgs;
-    /// Its database flags.
-    fn database_args(&self) -> &DatabaseArgs;
     /// Its migrations.
-    fn migrations() -> &'static Migrations;
+    const MIGRATIONS: &'static Migrations;
+
+    /// Its address and shared settings.
+    fn settings(&self) -> Settings<'_>;
+
     /// Serves on `listener` until `shutdown` resolves.
     fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: Shutdown,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
@@ -57,7 +69,7 @@ pub fn main<S: ServiceBinary>() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        telemetry::init(config.serve_args().log_format);
+        telemetry::init(config.settings().serve.log_format);
         match run(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -69,20 +81,17 @@ pub fn main<S: ServiceBinary>() -> ExitCode {
 }
 
 async fn run<S: ServiceBinary>(config: S) -> anyhow::Result<()> {
-    if config.database_args().migrate_only {
-        config
-            .database_args()
-            .open(S::SERVICE, S::migrations())
-            .await?
-            .close()
-            .await;
+    let settings = config.settings();
+    if settings.database.migrate_only {
+        let database = settings.database.open(S::SERVICE, S::MIGRATIONS).await?;
+        database.close().await;
         tracing::info!("migrations applied");
         return Ok(());
     }
-    let address = config.listen();
+    let address = settings.listen;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding {address}"))?;
     tracing::info!(address = %listener.local_addr()?, "{} listening", S::BINARY);
-    config.serve(listener, shutdown::signal()).await
+    config.serve(listener, Box::pin(shutdown::signal())).await
 }

@@ -30,15 +30,14 @@ pub mod steps;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
-use agora_interceptors::binary::ServiceBinary;
+use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::ServiceTokens;
-use agora_interceptors::db::{DatabaseArgs, Migrations};
-use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
+use agora_interceptors::db::Migrations;
+use agora_interceptors::{ServiceHost, grpc_server};
 use agora_proto::order::v1::order_service_server::OrderServiceServer;
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -182,27 +181,17 @@ impl ServiceBinary for OrderConfig {
     const BINARY: &'static str = "agora-order";
     const SERVICE: &'static str = "order";
 
-    fn listen(&self) -> SocketAddr {
-        self.listen
+    const MIGRATIONS: &'static Migrations = &MIGRATIONS;
+
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            listen: self.listen,
+            serve: &self.serve,
+            database: &self.database,
+        }
     }
 
-    fn serve_args(&self) -> &ServeArgs {
-        &self.serve
-    }
-
-    fn database_args(&self) -> &DatabaseArgs {
-        &self.database
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let keys = OrderKeys::load(&self)?;
         serve(self, keys, listener, shutdown).await
     }

@@ -22,14 +22,13 @@ pub mod reconciler;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agora_interceptors::auth::{KeySet, TokenVerifier};
-use agora_interceptors::binary::ServiceBinary;
-use agora_interceptors::db::{DatabaseArgs, Migrations};
-use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
+use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
+use agora_interceptors::db::Migrations;
+use agora_interceptors::{ServiceHost, grpc_server};
 use agora_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use tokio::net::TcpListener;
 
@@ -111,27 +110,17 @@ impl ServiceBinary for PaymentConfig {
     const BINARY: &'static str = "agora-payment";
     const SERVICE: &'static str = "payment";
 
-    fn listen(&self) -> SocketAddr {
-        self.listen
+    const MIGRATIONS: &'static Migrations = &MIGRATIONS;
+
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            listen: self.listen,
+            serve: &self.serve,
+            database: &self.database,
+        }
     }
 
-    fn serve_args(&self) -> &ServeArgs {
-        &self.serve
-    }
-
-    fn database_args(&self) -> &DatabaseArgs {
-        &self.database
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let verifying = self.serve.key_set()?;
         serve(self, verifying, listener, shutdown).await
     }

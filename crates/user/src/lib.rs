@@ -17,12 +17,11 @@ pub mod seed;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use agora_interceptors::auth::{KeySet, SigningKey, TokenIssuer, TokenVerifier};
-use agora_interceptors::binary::ServiceBinary;
-use agora_interceptors::db::{DatabaseArgs, Migrations};
-use agora_interceptors::{ServeArgs, ServiceHost, grpc_server};
+use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
+use agora_interceptors::db::Migrations;
+use agora_interceptors::{ServiceHost, grpc_server};
 use agora_proto::user::v1::user_service_server::UserServiceServer;
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -101,27 +100,17 @@ impl ServiceBinary for UserConfig {
     const BINARY: &'static str = "agora-user";
     const SERVICE: &'static str = "user";
 
-    fn listen(&self) -> SocketAddr {
-        self.listen
+    const MIGRATIONS: &'static Migrations = &MIGRATIONS;
+
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            listen: self.listen,
+            serve: &self.serve,
+            database: &self.database,
+        }
     }
 
-    fn serve_args(&self) -> &ServeArgs {
-        &self.serve
-    }
-
-    fn database_args(&self) -> &DatabaseArgs {
-        &self.database
-    }
-
-    fn migrations() -> &'static Migrations {
-        &MIGRATIONS
-    }
-
-    async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let keys = UserKeys::load(&self)?;
         serve(self, keys, listener, shutdown).await
     }
