@@ -15,14 +15,15 @@ test:
 test-pg:
     AGORA_TEST_POSTGRES_URL={{pg_url}} cargo test
 
-# Formatting, clippy, buf lint, and buf breaking against main.
+# Formatting, clippy, buf lint, and buf breaking (last release, main).
 lint: && breaking
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     buf lint
 
-# Breaking-change check of the contracts against the main branch.
+# Breaking-change check of the contracts against the last release (and against main).
 breaking:
+    buf breaking --against .ci/released-contracts.binpb
     buf breaking --against '.git#branch=main'
 
 # The benchmarks behind BENCHMARKS.md (release build).

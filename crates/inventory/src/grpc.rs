@@ -40,6 +40,10 @@ pub const POLICY: ServicePolicy = ServicePolicy {
     ],
 };
 
+/// The generated tonic server around [`InventoryApi`], as `lib.rs` hands it to
+/// the host (generated types stay in this module).
+pub type Server = pb::inventory_service_server::InventoryServiceServer<InventoryApi>;
+
 /// The InventoryService implementation.
 #[derive(Clone, Debug)]
 pub struct InventoryApi {

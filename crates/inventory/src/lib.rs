@@ -25,7 +25,6 @@ use agora_interceptors::auth::{KeySet, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
 use agora_interceptors::{ServiceHost, grpc_server};
-use agora_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
@@ -68,7 +67,7 @@ pub async fn serve(
     let sweep_interval = config.reservation_sweep_interval;
     ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
-            grpc_server!(InventoryServiceServer::new(api), config.serve),
+            grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
         .database(database)

@@ -46,6 +46,10 @@ pub const POLICY: ServicePolicy = ServicePolicy {
     ],
 };
 
+/// The generated tonic server around [`OrderApi`], as `lib.rs` hands it to
+/// the host (generated types stay in this module).
+pub type Server = pb::order_service_server::OrderServiceServer<OrderApi>;
+
 /// The OrderService implementation.
 #[derive(Clone, Debug)]
 pub struct OrderApi {

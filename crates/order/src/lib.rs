@@ -38,7 +38,6 @@ use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::ServiceTokens;
 use agora_interceptors::db::Migrations;
 use agora_interceptors::{ServiceHost, grpc_server};
-use agora_proto::order::v1::order_service_server::OrderServiceServer;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
@@ -158,7 +157,7 @@ pub async fn serve_with(
         config.watch_poll_interval,
     );
     host.add_service(
-        grpc_server!(OrderServiceServer::new(api), config.serve),
+        grpc_server!(grpc::Server::new(api), config.serve),
         &grpc::POLICY,
     )
     .database(database)

@@ -31,6 +31,10 @@ pub const POLICY: ServicePolicy = ServicePolicy {
     ],
 };
 
+/// The generated tonic server around [`PaymentApi`], as `lib.rs` hands it to
+/// the host (generated types stay in this module).
+pub type Server = pb::payment_service_server::PaymentServiceServer<PaymentApi>;
+
 /// The PaymentService implementation.
 #[derive(Clone, Debug)]
 pub struct PaymentApi {

@@ -29,7 +29,6 @@ use agora_interceptors::auth::{KeySet, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
 use agora_interceptors::{ServiceHost, grpc_server};
-use agora_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use tokio::net::TcpListener;
 
 pub use config::PaymentConfig;
@@ -84,7 +83,7 @@ pub async fn serve_with_provider(
     ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             grpc_server!(
-                PaymentServiceServer::new(grpc::PaymentApi::new(engine)),
+                grpc::Server::new(grpc::PaymentApi::new(engine)),
                 config.serve
             ),
             &grpc::POLICY,

@@ -30,6 +30,10 @@ pub const POLICY: ServicePolicy = ServicePolicy {
     ],
 };
 
+/// The generated tonic server around [`UserApi`], as `lib.rs` hands it to
+/// the host (generated types stay in this module).
+pub type Server = pb::user_service_server::UserServiceServer<UserApi>;
+
 /// The UserService implementation.
 #[derive(Clone)]
 pub struct UserApi {

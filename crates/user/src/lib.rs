@@ -22,7 +22,6 @@ use agora_interceptors::auth::{KeySet, SigningKey, TokenIssuer, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
 use agora_interceptors::{ServiceHost, grpc_server};
-use agora_proto::user::v1::user_service_server::UserServiceServer;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
@@ -88,7 +87,7 @@ pub async fn serve(
         .context("starting the user service")?;
     ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
-            grpc_server!(UserServiceServer::new(api), config.serve),
+            grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
         .database(database)
