@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_interceptors::api::time::now_micros;
-use agora_interceptors::client::current_deadline;
+use agora_interceptors::client::{current_deadline, with_call_ids};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -303,13 +303,13 @@ impl PaymentEngine {
     ) -> Result<AttemptEnd, PaymentError> {
         let engine = self.clone();
         let stop = self.inner.stop.clone();
-        let task = self.inner.attempts.spawn(async move {
+        let task = self.inner.attempts.spawn(with_call_ids(async move {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => None,
                 end = engine.charge_attempt(fence, instruction) => Some(end),
             }
-        });
+        }));
         match task.await {
             Ok(Some(end)) => end,
             // Stopped by shutdown, or the task panicked: the row stays PENDING
@@ -492,13 +492,13 @@ impl PaymentEngine {
     ) -> Result<AttemptEnd, PaymentError> {
         let engine = self.clone();
         let stop = self.inner.stop.clone();
-        let task = self.inner.attempts.spawn(async move {
+        let task = self.inner.attempts.spawn(with_call_ids(async move {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => None,
                 end = engine.refund_attempt(fence, refund, charge_reference) => Some(end),
             }
-        });
+        }));
         match task.await {
             Ok(Some(end)) => end,
             Ok(None) | Err(_) => Err(PaymentError::InProgress),

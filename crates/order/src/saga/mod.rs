@@ -104,6 +104,7 @@ pub(crate) struct Inner {
     pub(crate) downstreams: Downstreams,
     pub(crate) settings: SagaSettings,
     pub(crate) fault: Option<FaultHook>,
+    pub(crate) metrics: Arc<crate::saga_metrics::SagaMetrics>,
     /// This process's name in lease owners, for operators reading the table.
     instance: String,
     /// Orders a runner of this process is driving.
@@ -119,6 +120,7 @@ impl Saga {
         downstreams: Downstreams,
         settings: SagaSettings,
         fault: Option<FaultHook>,
+        metrics: Arc<crate::saga_metrics::SagaMetrics>,
     ) -> Self {
         let instance = format!("order-{}", uuid::Uuid::now_v7().simple());
         Self {
@@ -127,6 +129,7 @@ impl Saga {
                 downstreams,
                 settings,
                 fault,
+                metrics,
                 instance,
                 running: Mutex::new(HashSet::new()),
                 tasks: TaskTracker::new(),
