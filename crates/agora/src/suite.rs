@@ -316,7 +316,7 @@ impl Suite {
             (&accounts.admin, &mut self.admin),
             (&accounts.customer, &mut self.customer),
         ] {
-            let reply = authenticate(channel.clone(), account)
+            let reply = authenticate(channel.clone(), &account.email, &account.password)
                 .await
                 .map_err(|status| match &accounts.passwords_file {
                     Some(file) if status.code() == tonic::Code::Unauthenticated => anyhow::anyhow!(
@@ -354,20 +354,21 @@ impl Suite {
 /// come back later (a burst of other local callers spent the rate limit).
 const SIGN_IN_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Signs `account` in through Authenticate. A refusal carrying RetryInfo (the
+/// Signs an account in through Authenticate. A refusal carrying RetryInfo (the
 /// per-caller rate limit, which the launcher shares with every anonymous
 /// local caller) is retried after the wait it names, for up to
 /// [`SIGN_IN_PATIENCE`]; anything else is the answer.
 pub async fn authenticate(
     channel: Channel,
-    account: &SeedAccount,
+    email: &str,
+    password: &str,
 ) -> Result<user_pb::AuthenticateResponse, tonic::Status> {
     let mut users = user_pb::user_service_client::UserServiceClient::new(channel);
     let give_up = Instant::now() + SIGN_IN_PATIENCE;
     loop {
         let request = user_pb::AuthenticateRequest {
-            email: account.email.clone(),
-            password: account.password.clone(),
+            email: email.to_owned(),
+            password: password.to_owned(),
         };
         let status = match users.authenticate(request).await {
             Ok(reply) => return Ok(reply.into_inner()),
@@ -375,7 +376,7 @@ pub async fn authenticate(
         };
         match agora_interceptors::api::errors::retry_delay(&status) {
             Some(wait) if Instant::now() + wait < give_up => {
-                tracing::info!(email = %account.email, ?wait, "signing in: {}; retrying", status.message());
+                tracing::info!(%email, ?wait, "signing in: {}; retrying", status.message());
                 tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
             }
             _ => return Err(status),

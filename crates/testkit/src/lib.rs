@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod otlp;
+pub mod pki;
 
 use std::io::Write as _;
 use std::sync::Once;

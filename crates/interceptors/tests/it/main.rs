@@ -3,9 +3,11 @@
 
 mod auth;
 mod client;
+mod compression;
 mod limits;
 mod metrics;
 mod probe;
+mod reflection;
 mod shutdown;
 mod tls;
 mod trace;
