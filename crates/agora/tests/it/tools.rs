@@ -4,6 +4,7 @@
 //! `AGORA_REQUIRE_TOOLS=1`, which turns a missing tool into a failure.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Set to 1 to fail, not skip, when a tool is missing.
 pub const REQUIRE: &str = "AGORA_REQUIRE_TOOLS";
@@ -66,30 +67,30 @@ pub fn shell_path() -> Option<String> {
 /// Runs `program` with `args`; its exit code and its standard output and
 /// error together.
 pub async fn run(program: &Path, args: &[String]) -> (i32, String) {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|error| panic!("running {}: {error}", program.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
+    let mut command = Command::new(program);
+    command.args(args);
+    output(command).await
 }
 
 /// Runs `script` with bash (`set -euo pipefail`), PATH set to `path`, plus
 /// `env`; its exit code and output.
 pub async fn bash(script: &str, path: &str, env: &[(&str, String)]) -> (i32, String) {
-    let output = tokio::process::Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
         .env("PATH", path)
-        .envs(env.iter().map(|(key, value)| (*key, value)))
-        .output()
+        .envs(env.iter().map(|(key, value)| (*key, value)));
+    output(command).await
+}
+
+/// Runs `command` off the async threads (the suite under test shares them).
+async fn output(mut command: Command) -> (i32, String) {
+    let what = format!("{command:?}");
+    let output = tokio::task::spawn_blocking(move || command.output())
         .await
-        .expect("bash runs");
+        .expect("the runner thread")
+        .unwrap_or_else(|error| panic!("running {what}: {error}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
