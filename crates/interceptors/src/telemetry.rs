@@ -104,14 +104,32 @@ pub fn init_with_filter(format: LogFormat, default_filter: &str) {
 }
 
 fn init_logs(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Standard error, like grpc-go's logger: standard output stays for what
     // a command prints (`TOKEN=$(agora token)` must capture the token only).
+    install_logs(format, default_filter, std::io::stderr);
+}
+
+/// Writes this process's logs as JSON lines, exactly as `AGORA_LOG_FORMAT=json`
+/// does (call ids included), into `writer` instead of standard error: for
+/// tests that read the lines an operator's pipeline gets. False when a log
+/// subscriber was installed before.
+pub fn json_logs_into<W>(writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    install_logs(LogFormat::Json, DEFAULT_FILTER, writer)
+}
+
+fn install_logs<W>(format: LogFormat, default_filter: &str, writer: W) -> bool
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    match format {
         LogFormat::Pretty => {
             // Colours only on a terminal, for the message and its fields alike.
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -131,7 +149,8 @@ fn init_logs(format: LogFormat, default_filter: &str) {
                 true,
             ))
             .try_init(),
-    };
+    }
+    .is_ok()
 }
 
 /// Exports every span (subject to `OTEL_TRACES_SAMPLER`) to the OTLP/gRPC

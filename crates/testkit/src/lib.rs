@@ -6,6 +6,7 @@
 //! writes one scenario once and gets a test per backend.
 #![forbid(unsafe_code)]
 
+pub mod logs;
 pub mod otlp;
 pub mod pki;
 

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod expiry;
+mod logs;
 mod race;
 mod reservations;
 mod serving;

@@ -3,6 +3,7 @@
 //! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod charges;
+mod logs;
 mod reading;
 mod recovery;
 mod refunds;
