@@ -14,8 +14,8 @@ use agora_interceptors::health::wait_until_serving;
 use agora_interceptors::metrics::{CONTENT_TYPE, GrpcMetrics};
 use agora_proto::user::v1::GetUserRequest;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use agora_testkit::{http_get, sample};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -142,19 +142,6 @@ const STUB_USERS_POLICY: ServicePolicy = ServicePolicy {
     methods: &[("GetUser", Access::Authenticated)],
 };
 
-/// `GET path` over a fresh HTTP/1.1 connection: status, headers, body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8(reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
 fn has_line(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
@@ -162,14 +149,6 @@ fn has_line(text: &str, line: &str) -> bool {
 #[track_caller]
 fn assert_line(text: &str, line: &str) {
     assert!(has_line(text, line), "missing line\n  {line}\nin\n{text}");
-}
-
-/// The value of the sample `name{labels}`, if exposed.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|value| value.parse().unwrap())
 }
 
 async fn check(channel: &Channel, service: &str) -> Result<(), tonic::Status> {

@@ -5,6 +5,7 @@
 mod api;
 mod crash;
 mod e2e;
+mod metrics;
 mod recovery;
 mod suite;
 mod support;
