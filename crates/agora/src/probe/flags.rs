@@ -50,7 +50,7 @@ pub struct TlsOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// Probe.
-    Probe(ProbeOptions),
+    Probe(Box<ProbeOptions>),
     /// `-version`.
     Version,
 }
@@ -203,7 +203,7 @@ pub fn parse(args: &[String]) -> Result<Parsed, FlagError> {
     if raw.version {
         return Ok(Parsed::Version);
     }
-    raw.check().map(Parsed::Probe)
+    raw.check().map(|options| Parsed::Probe(Box::new(options)))
 }
 
 fn syntax(message: String) -> FlagError {
@@ -451,7 +451,7 @@ mod tests {
 
     fn probe(line: &str) -> ProbeOptions {
         match parse(&args(line)) {
-            Ok(Parsed::Probe(options)) => options,
+            Ok(Parsed::Probe(options)) => *options,
             other => panic!("{line}: {other:?}"),
         }
     }

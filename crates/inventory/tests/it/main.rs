@@ -5,6 +5,7 @@
 mod catalog;
 mod expiry;
 mod logs;
+mod metrics;
 mod race;
 mod reservations;
 mod serving;

@@ -4,6 +4,7 @@
 
 mod charges;
 mod logs;
+mod metrics;
 mod reading;
 mod recovery;
 mod refunds;
