@@ -75,10 +75,11 @@ impl Frames {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn message(len: u32) -> Vec<u8> {
+    /// One framed message of `len` bytes, for tests of framed bodies.
+    pub(crate) fn message(len: u32) -> Vec<u8> {
         let mut bytes = vec![0];
         bytes.extend_from_slice(&len.to_be_bytes());
         bytes.extend(std::iter::repeat_n(7, len as usize));

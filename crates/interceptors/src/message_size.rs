@@ -164,13 +164,7 @@ impl PrefixScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(len: u32) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend(std::iter::repeat_n(7, len as usize));
-        bytes
-    }
+    use crate::framing::tests::message;
 
     #[test]
     fn messages_within_the_limit_pass_however_they_are_split() {

@@ -469,9 +469,12 @@ mod tests {
                 (":50051", "s")
             );
         }
-        let options = probe(
-            "-addr a:1 -tls -tls-no-verify=true -gzip=false -v -rpc-header x-a:b -rpc-header X-B:  c",
-        );
+        let mut line = args("-addr a:1 -tls -tls-no-verify=true -gzip=false -v -rpc-header x-a:b");
+        line.extend(["-rpc-header".to_owned(), "X-B:  c".to_owned()]);
+        let options = match parse(&line) {
+            Ok(Parsed::Probe(options)) => *options,
+            other => panic!("{other:?}"),
+        };
         assert!(options.tls.unwrap().no_verify);
         assert!(!options.gzip && options.verbose);
         assert_eq!(
