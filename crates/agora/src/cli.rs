@@ -56,19 +56,17 @@ pub enum Command {
         #[arg(long, default_value = "12h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Ask a server's grpc.health.v1 whether a service is SERVING; exits like
-    /// grpc_health_probe (0 serving, 1 invalid arguments, 2 connection failed,
-    /// 3 call failed, 4 not serving), so it can serve as a container probe.
+    /// Ask a server's grpc.health.v1 whether a service is SERVING: a drop-in
+    /// for grpc_health_probe v0.4.56, with its flags (`-addr`, `-service`,
+    /// `-connect-timeout`, `-rpc-timeout`, `-tls*`, `-rpc-header`, `-gzip`,
+    /// `-user-agent`, `-v`; `agora health -h` lists them) and exit codes (0
+    /// serving, 1 invalid arguments, 2 connection failed, 3 call failed, 4 not
+    /// serving), so it can serve as a container probe.
+    #[command(disable_help_flag = true)]
     Health {
-        /// Address of the server, host:port.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: String,
-        /// Service to ask about; empty means the server as a whole.
-        #[arg(long, default_value = "")]
-        service: String,
-        /// How long to wait for an answer.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        timeout: Duration,
+        /// grpc_health_probe's flags, parsed as Go parses them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
     },
     /// Apply one service's database migrations (the ones it applies at
     /// start-up) to a database, e.g. a fresh PostgreSQL one.
@@ -152,11 +150,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             run_demo(given).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Health {
-            addr,
-            service,
-            timeout,
-        } => Ok(probe::check(&addr, &service, timeout).await),
+        Command::Health { args } => Ok(probe::run(&args).await),
         Command::Token { role, sub, ttl } => {
             anyhow::ensure!(
                 !cli.ephemeral,

@@ -311,18 +311,12 @@ impl Suite {
 
     /// Authenticate each seeded account, through the user service's API.
     async fn sign_in(&mut self, accounts: &DevAccounts) -> anyhow::Result<()> {
-        let mut users = user_pb::user_service_client::UserServiceClient::new(channel_to(
-            self.addr(Service::User),
-        ));
+        let channel = channel_to(self.addr(Service::User));
         for (account, session) in [
             (&accounts.admin, &mut self.admin),
             (&accounts.customer, &mut self.customer),
         ] {
-            let reply = users
-                .authenticate(user_pb::AuthenticateRequest {
-                    email: account.email.clone(),
-                    password: account.password.clone(),
-                })
+            let reply = authenticate(channel.clone(), &account.email, &account.password)
                 .await
                 .map_err(|status| match &accounts.passwords_file {
                     Some(file) if status.code() == tonic::Code::Unauthenticated => anyhow::anyhow!(
@@ -333,7 +327,7 @@ impl Suite {
                     ),
                     _ => anyhow::anyhow!("signing in {}: {}", account.email, status.message()),
                 })?;
-            session.token = reply.into_inner().access_token;
+            session.token = reply.access_token;
         }
         Ok(())
     }
@@ -353,6 +347,40 @@ impl Suite {
             }
         }
         failed.map_or(Ok(()), Err)
+    }
+}
+
+/// How long the launcher keeps signing in while the user service asks it to
+/// come back later (a burst of other local callers spent the rate limit).
+const SIGN_IN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Signs an account in through Authenticate. A refusal carrying RetryInfo (the
+/// per-caller rate limit, which the launcher shares with every anonymous
+/// local caller) is retried after the wait it names, for up to
+/// [`SIGN_IN_PATIENCE`]; anything else is the answer.
+pub async fn authenticate(
+    channel: Channel,
+    email: &str,
+    password: &str,
+) -> Result<user_pb::AuthenticateResponse, tonic::Status> {
+    let mut users = user_pb::user_service_client::UserServiceClient::new(channel);
+    let give_up = Instant::now() + SIGN_IN_PATIENCE;
+    loop {
+        let request = user_pb::AuthenticateRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        let status = match users.authenticate(request).await {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) => status,
+        };
+        match agora_interceptors::api::errors::retry_delay(&status) {
+            Some(wait) if Instant::now() + wait < give_up => {
+                tracing::info!(%email, ?wait, "signing in: {}; retrying", status.message());
+                tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            }
+            _ => return Err(status),
+        }
     }
 }
 

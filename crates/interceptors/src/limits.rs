@@ -175,6 +175,7 @@ impl<F: std::future::Future> std::future::Future for HoldPermit<F> {
 #[derive(Clone)]
 pub struct RateLimitLayer {
     limiter: Option<Arc<KeyedLimiter>>,
+    exempt: Arc<[&'static str]>,
 }
 
 impl std::fmt::Debug for RateLimitLayer {
@@ -210,7 +211,16 @@ impl RateLimitLayer {
             });
             limiter
         });
-        Self { limiter }
+        Self {
+            limiter,
+            exempt: Arc::new([]),
+        }
+    }
+
+    /// Calls to these services (fully-qualified names) spend no budget.
+    pub fn exempt(mut self, services: &[&'static str]) -> Self {
+        self.exempt = services.into();
+        self
     }
 }
 
@@ -221,6 +231,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limiter: self.limiter.clone(),
+            exempt: self.exempt.clone(),
         }
     }
 }
@@ -230,6 +241,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limiter: Option<Arc<KeyedLimiter>>,
+    exempt: Arc<[&'static str]>,
 }
 
 impl<S, B> Service<http::Request<B>> for RateLimit<S>
@@ -246,6 +258,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if let Some(limiter) = &self.limiter
+            && !is_exempt(&self.exempt, request.uri().path())
             && let Some(key) = caller_key(&request)
             && let Err(not_until) = limiter.check_key(&key)
         {
@@ -262,6 +275,15 @@ where
         }
         Either::Right(self.inner.call(request))
     }
+}
+
+/// Whether `path` (`/package.Service/Method`) is a method of an exempt service.
+fn is_exempt(exempt: &[&str], path: &str) -> bool {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(service, _)| service);
+    exempt.contains(&service)
 }
 
 /// The rate-limit key of a request: its principal, else its peer address; `None`

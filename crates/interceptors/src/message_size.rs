@@ -17,6 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::framing::Frames;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Refuses request messages over `max_bytes` with RESOURCE_EXHAUSTED.
@@ -125,68 +127,44 @@ where
     }
 }
 
-/// Follows the gRPC length-prefixed framing across however the bytes arrive.
+/// The size check over [`Frames`]: refuses the first prefix announcing more
+/// than `max_bytes`.
 #[derive(Debug)]
 struct PrefixScanner {
     max_bytes: usize,
-    prefix: [u8; 5],
-    prefix_filled: usize,
-    message_left: u64,
+    frames: Frames,
 }
 
 impl PrefixScanner {
     fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
-            prefix: [0; 5],
-            prefix_filled: 0,
-            message_left: 0,
+            frames: Frames::new(),
         }
     }
 
     /// Consumes `data`; an error names the first message over the limit.
-    fn scan(&mut self, mut data: &[u8]) -> Result<(), Status> {
-        while !data.is_empty() {
-            if self.message_left > 0 {
-                let skip = data
-                    .len()
-                    .min(usize::try_from(self.message_left).unwrap_or(usize::MAX));
-                data = &data[skip..];
-                self.message_left -= skip as u64;
-                continue;
-            }
-            let take = data.len().min(5 - self.prefix_filled);
-            self.prefix[self.prefix_filled..self.prefix_filled + take]
-                .copy_from_slice(&data[..take]);
-            self.prefix_filled += take;
-            data = &data[take..];
-            if self.prefix_filled == 5 {
-                self.prefix_filled = 0;
-                let [_, a, b, c, d] = self.prefix;
-                let length = u32::from_be_bytes([a, b, c, d]);
-                if u64::from(length) > self.max_bytes as u64 {
+    fn scan(&mut self, data: &[u8]) -> Result<(), Status> {
+        let max_bytes = self.max_bytes;
+        self.frames.scan(
+            data,
+            |length| {
+                if u64::from(length) > max_bytes as u64 {
                     return Err(Status::resource_exhausted(format!(
-                        "request message too large: {length} bytes, more than the {} this server accepts",
-                        self.max_bytes
+                        "request message too large: {length} bytes, more than the {max_bytes} this server accepts"
                     )));
                 }
-                self.message_left = u64::from(length);
-            }
-        }
-        Ok(())
+                Ok(())
+            },
+            || {},
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(len: u32) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend(std::iter::repeat_n(7, len as usize));
-        bytes
-    }
+    use crate::framing::tests::message;
 
     #[test]
     fn messages_within_the_limit_pass_however_they_are_split() {
@@ -196,7 +174,7 @@ mod tests {
             for piece in stream.chunks(chunk) {
                 scanner.scan(piece).unwrap();
             }
-            assert_eq!((scanner.prefix_filled, scanner.message_left), (0, 0));
+            assert!(scanner.frames.at_boundary());
         }
     }
 

@@ -14,10 +14,23 @@ use http_body::{Frame, SizeHint};
 use tonic::Code;
 use tonic::body::Body;
 
+use crate::framing::Frames;
+
 /// Something told once how a call ended.
 pub trait Outcome: Send + Unpin + 'static {
     /// The call ended with `code`. Called at most once per observed call.
     fn finish(&mut self, code: Code);
+
+    /// Whether it wants [`Outcome::response_messages`]: the response body's
+    /// framing is followed only then.
+    fn counts_messages(&self) -> bool {
+        false
+    }
+
+    /// `count` more whole messages of the response body went by.
+    fn response_messages(&mut self, count: u64) {
+        let _ = count;
+    }
 }
 
 /// The `grpc-status` header name, parsed once: a lookup by `&str` validates
@@ -104,10 +117,12 @@ where
             outcome.finish(Code::Unknown);
             return Poll::Ready(Ok(response));
         }
+        let frames = outcome.counts_messages().then(Frames::new);
         Poll::Ready(Ok(response.map(|inner| {
             Body::new(ObservedBody {
                 inner,
                 outcome: Some(outcome),
+                frames,
             })
         })))
     }
@@ -120,6 +135,8 @@ where
 struct ObservedBody<O> {
     inner: Body,
     outcome: Option<O>,
+    /// The response's framing, when the outcome counts messages.
+    frames: Option<Frames>,
 }
 
 impl<O: Outcome> ObservedBody<O> {
@@ -142,6 +159,14 @@ impl<O: Outcome> http_body::Body for ObservedBody<O> {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(frames), Some(data), Some(outcome)) =
+                    (&mut this.frames, frame.data_ref(), &mut this.outcome)
+                {
+                    let ended = frames.count(data);
+                    if ended > 0 {
+                        outcome.response_messages(ended);
+                    }
+                }
                 if let Some(trailers) = frame.trailers_ref() {
                     this.finish(code_from_headers(trailers).unwrap_or(Code::Unknown));
                 }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Every call is traced ([`crate::trace`]). Every host also serves grpc.health.v1 (driven by the readiness probe) and
-//! grpc.reflection v1 and v1alpha covering every service on the port. With a
+//! grpc.reflection v1 and v1alpha covering every service on the port
+//! ([`crate::reflection`]); every service on it takes gzip and zstd
+//! ([`grpc_server!`]). With a
 //! metrics listener (`AGORA_METRICS_LISTEN`) it records every call and serves
 //! `GET /metrics` there.
 //!
@@ -46,6 +48,7 @@ use crate::health::HealthRegistry;
 use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
 use crate::message_size::MessageSizeLayer;
 use crate::metrics::{GrpcMetrics, MetricsLayer, serve_metrics};
+use crate::reflection::{DescriptorIndex, Reflection};
 use crate::trace::TraceLayer;
 use crate::transport::{KillSwitch, ServerIo};
 
@@ -60,19 +63,33 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// A task that runs beside the server; see [`ServiceHost::background`].
 type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
-/// Configures a generated tonic server the way every Agora service is
-/// served: requests up to `settings.max_request_bytes` (the
-/// `MessageSizeLayer` refuses larger ones first, with RESOURCE_EXHAUSTED;
-/// tonic's own 4 MiB default would otherwise cap a larger setting).
+/// Configures a generated tonic server the way every Agora service (health
+/// and reflection included) is served:
+/// - requests up to `settings.max_request_bytes` (the `MessageSizeLayer`
+///   refuses larger ones first, with RESOURCE_EXHAUSTED; tonic's own 4 MiB
+///   default would otherwise cap a larger setting; a compressed message is
+///   held to it once decompressed, as RESOURCE_EXHAUSTED too);
+/// - gzip- and zstd-compressed requests accepted, as grpc-go and grpc-java
+///   clients configured for compression send them;
+/// - replies compressed only when the caller lists gzip or zstd in
+///   `grpc-accept-encoding` (the first it lists wins), plain otherwise.
 ///
 /// A macro because tonic's generated servers share these methods by name,
 /// not through a trait.
 #[macro_export]
 macro_rules! grpc_server {
     ($server:expr, $settings:expr) => {
-        $server.max_decoding_message_size($settings.max_request_bytes)
+        $server
+            .max_decoding_message_size($settings.max_request_bytes)
+            .accept_compressed($crate::serve::CompressionEncoding::Gzip)
+            .accept_compressed($crate::serve::CompressionEncoding::Zstd)
+            .send_compressed($crate::serve::CompressionEncoding::Gzip)
+            .send_compressed($crate::serve::CompressionEncoding::Zstd)
     };
 }
+
+/// The encodings [`grpc_server!`] turns on, for its expansion in other crates.
+pub use tonic::codec::CompressionEncoding;
 
 /// Builds and runs one gRPC server with Agora's serving stack.
 pub struct ServiceHost {
@@ -199,9 +216,10 @@ impl ServiceHost {
             .chain([HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA])
             .collect::<Vec<_>>();
         let mut routes = self.routes;
-        routes.add_service(health.service());
-        routes.add_service(reflection_v1(&reflection_names)?);
-        routes.add_service(reflection_v1alpha(&reflection_names)?);
+        routes.add_service(grpc_server!(health.service(), self.settings));
+        let reflection = Reflection::new(DescriptorIndex::agora(), &reflection_names);
+        routes.add_service(grpc_server!(reflection.v1(), self.settings));
+        routes.add_service(grpc_server!(reflection.v1alpha(), self.settings));
 
         if self.metrics_listener.is_none() {
             self.metrics_listener = self.settings.bind_metrics().await?;
@@ -276,6 +294,12 @@ impl ServiceHost {
             ))
         });
 
+        // Spans carry this service's own `service.name`, even when several
+        // services share the process (the suite).
+        let tracer = match self.names.first() {
+            Some(first) => crate::telemetry::host_tracer(&crate::telemetry::service_name_of(first)),
+            None => crate::trace::tracer(),
+        };
         let mut builder = Server::builder();
         if let Some(tls) = self.settings.tls.load()? {
             builder = builder.tls_config(tls)?;
@@ -286,7 +310,7 @@ impl ServiceHost {
             // It records the call's metrics too (one observation for both),
             // so calls refused below (shed, unauthenticated, rate limited)
             // are counted.
-            .layer(TraceLayer::new().with_metrics(metrics_layer))
+            .layer(TraceLayer::with_tracer(tracer).with_metrics(metrics_layer))
             // Every call, refused ones included, gets its deadline and request id
             // before anything else looks at it.
             .layer(DeadlineLayer::new(self.settings.default_deadline))
@@ -297,10 +321,15 @@ impl ServiceHost {
             // Who is calling, and may they call this method.
             .layer(AuthLayer::new(self.verifier, self.policies))
             // Per-caller budget, keyed by the principal the auth layer found.
-            .layer(RateLimitLayer::new(
-                self.settings.rate_limit_per_second,
-                self.settings.rate_limit_burst,
-            ))
+            // Health and reflection are plumbing (probes, grpcurl's lookups
+            // before every call) and spend none of it.
+            .layer(
+                RateLimitLayer::new(
+                    self.settings.rate_limit_per_second,
+                    self.settings.rate_limit_burst,
+                )
+                .exempt(&[HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA]),
+            )
             // Oversized messages: RESOURCE_EXHAUSTED as the body streams in.
             .layer(MessageSizeLayer::new(self.settings.max_request_bytes))
             // Innermost, so a panicking call is still seen (and counted) above.
@@ -377,39 +406,4 @@ async fn probe_readiness(
             () = tokio::time::sleep(interval) => {}
         }
     }
-}
-
-/// Registers every descriptor set reflection may need: Agora's, health's and
-/// both reflection versions', so each version lists every service on the port.
-fn reflection_builder<'a>(names: &[&'static str]) -> tonic_reflection::server::Builder<'a> {
-    let mut builder = tonic_reflection::server::Builder::configure()
-        .include_reflection_service(false)
-        .register_encoded_file_descriptor_set(agora_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
-    for name in names {
-        builder = builder.with_service_name(*name);
-    }
-    builder
-}
-
-fn reflection_v1(
-    names: &[&'static str],
-) -> anyhow::Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-> {
-    Ok(reflection_builder(names).build_v1()?)
-}
-
-fn reflection_v1alpha(
-    names: &[&'static str],
-) -> anyhow::Result<
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-> {
-    Ok(reflection_builder(names).build_v1alpha()?)
 }

@@ -141,7 +141,8 @@ impl InventoryService for InventoryApi {
         tracing::info!(
             sku = %product.sku,
             delta = delta.get(),
-            %request_id,
+            // Not `request_id`: log lines carry the call's own (x-request-id).
+            adjustment_request_id = %request_id,
             %actor,
             on_hand = product.on_hand,
             "stock adjusted"

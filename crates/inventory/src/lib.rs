@@ -7,6 +7,7 @@
 //! - [`grpc`]: the `agora.inventory.v1.InventoryService` adapter and its
 //!   access policy.
 //! - [`sweeper`]: the background task that releases expired holds.
+//! - [`stock_metrics`]: the low-stock gauge operators watch.
 //! - [`config`]: flags and environment variables.
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod stock_metrics;
 pub mod store;
 pub mod sweeper;
 
@@ -65,20 +67,25 @@ pub async fn serve(
         config.reservation_max_ttl,
     );
     let sweep_interval = config.reservation_sweep_interval;
-    ServiceHost::new(config.serve.clone(), verifier)
-        .add_service(
-            grpc_server!(grpc::Server::new(api), config.serve),
-            &grpc::POLICY,
-        )
-        .database(database)
-        // Stops when shutdown begins: a drain should not start new work, and
-        // a hold that expires meanwhile is released by the next start (or
-        // refused at commit).
-        .background("reservation sweeper", move |stop| {
-            sweeper::run(reservations, sweep_interval, stop)
-        })
-        .serve(listener, shutdown)
-        .await
+    let host = ServiceHost::new(config.serve.clone(), verifier);
+    let metrics = host.grpc_metrics();
+    let stock_database = database.clone();
+    host.add_service(
+        grpc_server!(grpc::Server::new(api), config.serve),
+        &grpc::POLICY,
+    )
+    .database(database)
+    // Stops when shutdown begins: a drain should not start new work, and
+    // a hold that expires meanwhile is released by the next start (or
+    // refused at commit).
+    .background("reservation sweeper", move |stop| {
+        sweeper::run(reservations, sweep_interval, stop)
+    })
+    .background("low stock gauge", move |stop| {
+        stock_metrics::watch_low_stock(stock_database, metrics, stop)
+    })
+    .serve(listener, shutdown)
+    .await
 }
 
 impl ServiceBinary for InventoryConfig {

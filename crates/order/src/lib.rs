@@ -13,7 +13,8 @@
 //! - [`steps`]: the saga's vocabulary: phases, step kinds, the step log,
 //!   prices.
 //! - [`saga`]: the state machine, its runners and recovery loop, and the
-//!   order use cases (place, cancel, watch).
+//!   order use cases (place, cancel, watch); [`saga_metrics`]: what
+//!   operators watch of it (`agora_orders_*`, `agora_saga_*`).
 //! - [`downstream`]: calls to user, inventory and payment through the shared
 //!   calling stack, with this service's own `service`-role credentials.
 //! - [`grpc`]: the `agora.order.v1.OrderService` adapter and its access policy.
@@ -26,6 +27,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod saga;
+pub mod saga_metrics;
 pub mod steps;
 pub mod store;
 
@@ -143,11 +145,13 @@ pub async fn serve_with(
         &host.grpc_metrics(),
     )?;
     let store = store::OrderStore::new(database.clone());
+    let saga_metrics = saga_metrics::SagaMetrics::register(&host.grpc_metrics());
     let saga = saga::Saga::new(
         store.clone(),
         downstreams.clone(),
         config.saga_settings(),
         options.fault,
+        saga_metrics.clone(),
     );
     let api = grpc::OrderApi::new(
         store,
@@ -160,7 +164,10 @@ pub async fn serve_with(
         grpc_server!(grpc::Server::new(api), config.serve),
         &grpc::POLICY,
     )
-    .database(database)
+    .database(database.clone())
+    .background("unsettled orders gauge", move |stop| {
+        saga_metrics.watch_unsettled(database, stop)
+    })
     // Resumes unfinished sagas now and every recovery interval. When
     // shutdown begins, runners pause at their next step boundary (their
     // orders resume from the database later) and WatchOrder streams end, so

@@ -3,7 +3,8 @@
 //! before the provider is called so no crash can charge twice.
 //!
 //! - [`domain`]: parsed value types (ids, money, keys, states).
-//! - [`provider`]: the provider trait; [`gateway`]: the shipped test gateway.
+//! - [`provider`]: the provider trait; [`gateway`]: the shipped test gateway;
+//!   [`provider_metrics`]: its answers counted (`agora_payments_total`).
 //! - [`engine`]: the record → call → record protocol, retries and waiting.
 //! - [`reconciler`]: re-drives PENDING rows nobody is driving.
 //! - [`store`]: the tables.
@@ -18,6 +19,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod provider;
+pub mod provider_metrics;
 pub mod reconciler;
 pub mod store;
 
@@ -71,6 +73,11 @@ pub async fn serve_with_provider(
 ) -> anyhow::Result<()> {
     let database = config.database.open("payment", &MIGRATIONS).await?;
     let verifier = TokenVerifier::new(verifying, &config.serve.token_settings());
+    let host = ServiceHost::new(config.serve.clone(), verifier);
+    let provider = Arc::new(provider_metrics::CountedProvider::new(
+        provider,
+        &host.grpc_metrics(),
+    ));
     let engine = engine::PaymentEngine::new(
         store::PaymentStore::new(database.clone()),
         provider,
@@ -80,29 +87,28 @@ pub async fn serve_with_provider(
     );
     let reconcile_interval = config.reconcile_interval;
     let attempts = engine.clone();
-    ServiceHost::new(config.serve.clone(), verifier)
-        .add_service(
-            grpc_server!(
-                grpc::Server::new(grpc::PaymentApi::new(engine)),
-                config.serve
-            ),
-            &grpc::POLICY,
-        )
-        .database(database)
-        .background("provider attempts", move |stop| async move {
-            // However this task ends (drained, out of grace, or dropped with
-            // a crashed server), every attempt still running stops there.
-            let _stop_attempts = attempts.stop_token().drop_guard();
-            if reconcile_interval.is_zero() {
-                stop.cancelled().await;
-            } else {
-                reconciler::run(attempts.clone(), reconcile_interval, stop).await;
-            }
-            // The host bounds this wait by what is left of the grace period.
-            attempts.drain(Duration::MAX).await;
-        })
-        .serve(listener, shutdown)
-        .await
+    host.add_service(
+        grpc_server!(
+            grpc::Server::new(grpc::PaymentApi::new(engine)),
+            config.serve
+        ),
+        &grpc::POLICY,
+    )
+    .database(database)
+    .background("provider attempts", move |stop| async move {
+        // However this task ends (drained, out of grace, or dropped with
+        // a crashed server), every attempt still running stops there.
+        let _stop_attempts = attempts.stop_token().drop_guard();
+        if reconcile_interval.is_zero() {
+            stop.cancelled().await;
+        } else {
+            reconciler::run(attempts.clone(), reconcile_interval, stop).await;
+        }
+        // The host bounds this wait by what is left of the grace period.
+        attempts.drain(Duration::MAX).await;
+    })
+    .serve(listener, shutdown)
+    .await
 }
 
 impl ServiceBinary for PaymentConfig {

@@ -16,12 +16,17 @@
 //!   and [`providers`]: payment providers that fail on purpose.
 //! - [`status`]: the google.rpc details of a refused call.
 //! - [`poll`]: [`eventually`], waiting without fixed sleeps.
+//! - [`metrics`]: scraping a `/metrics` endpoint; [`logs`]: capturing log
+//!   lines; [`pki`]: test certificates.
 //! - [`otlp`]: an in-process OTLP collector for trace assertions.
 #![forbid(unsafe_code)]
 
 pub mod database;
 pub mod keys;
+pub mod logs;
+pub mod metrics;
 pub mod otlp;
+pub mod pki;
 pub mod poll;
 pub mod providers;
 pub mod server;
@@ -31,6 +36,7 @@ pub mod suite;
 
 pub use database::{DATABASE_PREFIX, POSTGRES_ENV, TestDatabase};
 pub use keys::{TestKeys, with_token};
+pub use metrics::{http_get, sample};
 pub use poll::eventually;
 pub use server::{TestServer, assert_served, channel, wait_until_serving};
 pub use services::{Keys, PASSWORD, sign_up};

@@ -93,7 +93,10 @@ fn generated_types_stay_in_adapter_modules() {
             }
         }
     }
-    assert!(services >= 4, "the four services were not found under crates/");
+    assert!(
+        services >= 4,
+        "the four services were not found under crates/"
+    );
     assert!(
         offenders.is_empty(),
         "generated protobuf types used outside a service's adapter modules \

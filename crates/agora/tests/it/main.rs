@@ -1,5 +1,12 @@
 //! The `agora` launcher over real gRPC: the in-process suite (in memory and
-//! on disk), its seeded accounts and tokens, the demo, and `agora migrate`.
+//! on disk), its seeded accounts and tokens, the demo, and `agora migrate`;
+//! and what its users run against it: grpcurl, grpc_health_probe, the
+//! README's and the banner's command lines.
+
+mod grpcurl;
+mod probe_table;
+mod readme;
+mod tools;
 
 use std::time::Duration;
 
@@ -183,6 +190,35 @@ async fn migrate_brings_each_service_database_up_to_date_on_both_engines() {
             db.cleanup().await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launchers_sign_in_waits_out_a_spent_rate_limit() {
+    let suite = start(Storage::Ephemeral).await;
+    let channel = channel_to(suite.addr(Service::User));
+    // Spend this host's anonymous budget, as a burst of other local callers
+    // would during start-up.
+    let mut users = UserServiceClient::new(channel.clone());
+    let mut limited = None;
+    for _ in 0..1000 {
+        if let Err(status) = users
+            .create_user(user_pb::CreateUserRequest::default())
+            .await
+            && status.code() == tonic::Code::ResourceExhausted
+        {
+            limited = Some(status);
+            break;
+        }
+    }
+    let limited = limited.expect("the anonymous budget runs out");
+    assert!(agora_interceptors::api::errors::retry_delay(&limited).is_some());
+
+    // The launcher's sign-in honours the RetryInfo and gets its token.
+    let signed_in = agora::suite::authenticate(channel, &suite.admin.email, &suite.admin.password)
+        .await
+        .expect("signed in despite the spent budget");
+    assert!(!signed_in.access_token.is_empty());
+    suite.stop().await.expect("a clean stop");
 }
 
 #[tokio::test]

@@ -185,6 +185,12 @@ pub fn retry_later(
     Status::with_error_details(code, message, details)
 }
 
+/// How long the `RetryInfo` of `status` asks the caller to wait before
+/// retrying; `None` when it carries none (then a retry is not invited).
+pub fn retry_delay(status: &Status) -> Option<Duration> {
+    status.get_details_retry_info()?.retry_delay
+}
+
 /// FAILED_PRECONDITION: the request is well formed but the system is not in
 /// a state that allows it (AIP-193). Carries an ErrorInfo with `reason` and
 /// `metadata`, and a PreconditionFailure listing what is in the wrong state

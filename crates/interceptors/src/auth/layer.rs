@@ -5,12 +5,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
-use tonic::Status;
+use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use super::policy::{Access, Lookup, PolicyTable};
 use super::principal::Principal;
 use super::token::{AuthError, TokenVerifier};
+use crate::api::errors::with_reason;
+
+/// `ErrorInfo.reason` of a call without a usable token: none, not a bearer
+/// token, or one that does not verify (signature, issuer, audience, key id,
+/// not yet valid). Sign in (again) and send the new token.
+pub const REASON_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// `ErrorInfo.reason` of a call whose token has expired: sign in again.
+pub const REASON_TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+/// `ErrorInfo.reason` of a call the caller's role may not make (metadata
+/// `role` and `method`), or of a method that declares no access rule.
+pub const REASON_PERMISSION_DENIED: &str = "PERMISSION_DENIED";
 
 /// Enforces a [`PolicyTable`] with a [`TokenVerifier`].
 #[derive(Clone, Debug)]
@@ -80,8 +91,11 @@ impl<S> AuthService<S> {
         let access = match self.policies.lookup(request.uri().path()) {
             Lookup::Rule(access) => access,
             Lookup::Undeclared => {
-                return Err(Status::permission_denied(
+                return Err(with_reason(
+                    Code::PermissionDenied,
+                    REASON_PERMISSION_DENIED,
                     "no access rule is declared for this method",
+                    [("method", request.uri().path().to_owned())],
                 ));
             }
             Lookup::UnknownService => return Ok(None),
@@ -91,20 +105,36 @@ impl<S> AuthService<S> {
             // A public call keeps a valid principal and ignores a bad token, so a
             // stale token in a client never breaks health checks or sign-in.
             (Access::Public, verified) => Ok(verified.ok()),
-            (_, Err(error)) => Err(Status::unauthenticated(error.to_string())),
+            (_, Err(error)) => Err(unauthenticated(&error)),
             (Access::Authenticated, Ok(principal)) => Ok(Some(principal)),
             (Access::Roles(roles), Ok(principal)) => {
                 if roles.contains(&principal.role) {
                     Ok(Some(principal))
                 } else {
-                    Err(Status::permission_denied(format!(
-                        "role {} may not call this method",
-                        principal.role
-                    )))
+                    Err(with_reason(
+                        Code::PermissionDenied,
+                        REASON_PERMISSION_DENIED,
+                        format!("role {} may not call this method", principal.role),
+                        [
+                            ("role", principal.role.as_str().to_owned()),
+                            ("method", request.uri().path().to_owned()),
+                        ],
+                    ))
                 }
             }
         }
     }
+}
+
+/// UNAUTHENTICATED with the ErrorInfo reason a client can act on.
+pub fn unauthenticated(error: &AuthError) -> Status {
+    let reason = match error {
+        AuthError::Expired => REASON_TOKEN_EXPIRED,
+        AuthError::Missing | AuthError::Invalid(_) | AuthError::NotYetValid => {
+            REASON_UNAUTHENTICATED
+        }
+    };
+    with_reason(Code::Unauthenticated, reason, error.to_string(), [])
 }
 
 /// The token of an `authorization: Bearer <token>` header.

@@ -58,7 +58,7 @@ impl Principal {
             .extensions()
             .get::<Principal>()
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("this call needs a bearer token"))
+            .ok_or_else(|| super::layer::unauthenticated(&super::AuthError::Missing))
     }
 
     /// True for admins.

@@ -57,6 +57,21 @@ impl CallContext {
     }
 }
 
+/// How far away the deadline of a task detached from its call is: far enough
+/// never to cut it short (its own timeouts bound it).
+const DETACHED_DEADLINE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// `future`, to be spawned by a call's handler, carrying the call's trace
+/// context and request id, so the task's log lines, spans and downstream
+/// calls still name the call that started it. The call's deadline is not
+/// carried: such a task runs apart from the caller's wait on purpose (a
+/// payment attempt must not be cut in half by a caller giving up).
+pub fn with_call_ids<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    use opentelemetry::context::FutureExt as _;
+    let context = CallContext::new(Instant::now() + DETACHED_DEADLINE, current_request_id());
+    context.scope(future.with_current_context())
+}
+
 /// The deadline of the call being served on this task, if any.
 pub fn current_deadline() -> Option<Instant> {
     CALL_CONTEXT.try_with(|context| context.deadline).ok()

@@ -25,6 +25,7 @@ pub use breaker::CIRCUIT_OPEN;
 pub use builder::{Downstream, DownstreamBuilder, DownstreamChannel};
 pub use context::{
     CallContext, CallDeadline, REQUEST_ID, current_deadline, current_request_id, new_request_id,
+    with_call_ids,
 };
 pub use credentials::{BearerSource, CredentialsLayer, ServiceTokens, StaticBearer};
 pub use server::{DeadlineLayer, DeadlineService};

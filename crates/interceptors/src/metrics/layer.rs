@@ -11,6 +11,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::GrpcMetrics;
+use super::messages::count_request_messages;
 use super::recorder::{Call, MethodTable};
 use crate::observe::{ObservedFuture, Outcome};
 
@@ -92,7 +93,9 @@ pub struct MetricsService<S> {
 
 impl<S, B> Service<http::Request<B>> for MetricsService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -104,6 +107,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let call = self.table.start(request.uri().path());
+        let request = count_request_messages(request, call.request_messages());
         ObservedFuture::new(self.inner.call(request), call, self.error_code)
     }
 }
@@ -111,5 +115,13 @@ where
 impl Outcome for Call {
     fn finish(&mut self, code: Code) {
         Call::finish(self, code);
+    }
+
+    fn counts_messages(&self) -> bool {
+        true
+    }
+
+    fn response_messages(&mut self, count: u64) {
+        Call::response_messages(self, count);
     }
 }

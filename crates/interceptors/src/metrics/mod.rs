@@ -2,8 +2,9 @@
 //! Grafana dashboards written for Go services work on Agora unchanged.
 //!
 //! - [`GrpcMetrics`]: the registry: `grpc_server_*` and `grpc_client_*`
-//!   (`started_total`, `handled_total`, `handling_seconds`) and the database
-//!   pool gauges.
+//!   (`started_total`, `handled_total`, `handling_seconds`,
+//!   `msg_received_total`, `msg_sent_total`), the database pool gauges, and
+//!   whatever a service registers of its own ([`GrpcMetrics::register`]).
 //! - [`MetricsLayer`] / [`ClientMetricsLayer`]: tower layers recording calls
 //!   served and calls made.
 //! - [`serve_metrics`]: the `GET /metrics` endpoint.
@@ -12,19 +13,25 @@
 mod codes;
 mod endpoint;
 mod layer;
+mod messages;
 pub mod methods;
 mod pool;
 mod recorder;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::registry::Registry;
 
 pub use endpoint::{CONTENT_TYPE, serve_metrics};
 pub use layer::{ClientMetricsLayer, MetricsLayer, MetricsService};
+pub use messages::count_request_messages;
 pub use methods::{MethodInfo, MethodType};
 pub use recorder::Call;
+
+/// The name grpc-go gives a status code (`NotFound`, `Canceled`, …), as in
+/// the `grpc_code` label.
+pub use codes::name as go_code_name;
 
 use crate::db::Database;
 use pool::PoolCollector;
@@ -38,7 +45,9 @@ pub struct GrpcMetrics {
 }
 
 struct Inner {
-    registry: Registry,
+    /// Locked to register a service's own metrics at start-up and to encode
+    /// at each scrape; never on a call's path.
+    registry: Mutex<Registry>,
     server: Arc<MethodTable>,
     client: Arc<MethodTable>,
     pool: PoolCollector,
@@ -78,7 +87,7 @@ impl GrpcMetrics {
         registry.register_collector(Box::new(pool.clone()));
         Self {
             inner: Arc::new(Inner {
-                registry,
+                registry: Mutex::new(registry),
                 server,
                 client,
                 pool,
@@ -98,10 +107,30 @@ impl GrpcMetrics {
         ClientMetricsLayer::new(self)
     }
 
+    /// Reports `metric` as `name` (counters get `_total` appended) beside
+    /// the gRPC metrics: a service's own measures of its business.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
     /// Everything in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)?;
+        let registry = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
 

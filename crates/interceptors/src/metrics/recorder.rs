@@ -64,12 +64,16 @@ impl Side {
     }
 }
 
-/// The three metric families of one side.
+/// The metric families of one side.
 #[derive(Debug)]
 struct Families {
     started: Family<MethodLabels, Counter>,
     handled: Family<HandledLabels, Counter>,
     handling: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Messages the caller sent: received on a server, sent by a client.
+    request_messages: Family<MethodLabels, Counter>,
+    /// Messages the server sent: sent by a server, received by a client.
+    response_messages: Family<MethodLabels, Counter>,
 }
 
 impl Families {
@@ -78,6 +82,8 @@ impl Families {
             started: Family::default(),
             handled: Family::default(),
             handling: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            request_messages: Family::default(),
+            response_messages: Family::default(),
         };
         let name = side.name();
         // prometheus-client appends `_total` to counters itself.
@@ -100,6 +106,31 @@ impl Families {
             ),
             families.handling.clone(),
         );
+        // go-grpc-prometheus's names and help texts, word for word.
+        let (request_name, request_help, response_name, response_help) = match side {
+            Side::Server => (
+                "grpc_server_msg_received",
+                "Total number of RPC stream messages received on the server",
+                "grpc_server_msg_sent",
+                "Total number of gRPC stream messages sent by the server",
+            ),
+            Side::Client => (
+                "grpc_client_msg_sent",
+                "Total number of gRPC stream messages sent by the client",
+                "grpc_client_msg_received",
+                "Total number of RPC stream messages received by the client",
+            ),
+        };
+        registry.register(
+            request_name,
+            request_help,
+            families.request_messages.clone(),
+        );
+        registry.register(
+            response_name,
+            response_help,
+            families.response_messages.clone(),
+        );
         families
     }
 }
@@ -112,6 +143,8 @@ pub struct MethodHandles {
     started: OnceLock<Counter>,
     handling: OnceLock<Histogram>,
     handled: [OnceLock<Counter>; codes::COUNT],
+    request_messages: OnceLock<Counter>,
+    response_messages: OnceLock<Counter>,
 }
 
 impl MethodHandles {
@@ -126,7 +159,25 @@ impl MethodHandles {
             started: OnceLock::new(),
             handling: OnceLock::new(),
             handled: std::array::from_fn(|_| OnceLock::new()),
+            request_messages: OnceLock::new(),
+            response_messages: OnceLock::new(),
         }
+    }
+
+    fn request_messages(&self) -> &Counter {
+        self.request_messages.get_or_init(|| {
+            self.families
+                .request_messages
+                .get_or_create_owned(&self.labels)
+        })
+    }
+
+    fn response_messages(&self) -> &Counter {
+        self.response_messages.get_or_init(|| {
+            self.families
+                .response_messages
+                .get_or_create_owned(&self.labels)
+        })
     }
 
     fn record_started(&self) {
@@ -216,6 +267,17 @@ pub struct Call {
 }
 
 impl Call {
+    /// The counter of the messages the caller sends in this call, for the
+    /// request body to count into ([`super::count_request_messages`]).
+    pub fn request_messages(&self) -> Counter {
+        self.method.request_messages().clone()
+    }
+
+    /// Records `count` more messages sent back to the caller.
+    pub fn response_messages(&self, count: u64) {
+        self.method.response_messages().inc_by(count);
+    }
+
     /// Records that the call ended with `code`; later calls are ignored.
     pub fn finish(&mut self, code: Code) {
         if !self.finished {

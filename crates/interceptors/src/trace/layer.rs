@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::propagation;
 use super::span::RpcSpan;
-use crate::metrics::{Call, MetricsLayer};
+use crate::metrics::{Call, MetricsLayer, count_request_messages};
 use crate::observe::{ObservedFuture, Outcome};
 
 /// Opens a SERVER span for every call, continuing the caller's trace; with
@@ -35,6 +35,15 @@ impl TraceLayer {
     pub fn new() -> Self {
         Self {
             tracer: Arc::new(super::tracer()),
+            metrics: None,
+        }
+    }
+
+    /// A layer whose spans (and the downstream calls made while serving)
+    /// go through `tracer`, one service's ([`crate::telemetry::host_tracer`]).
+    pub fn with_tracer(tracer: BoxedTracer) -> Self {
+        Self {
+            tracer: Arc::new(tracer),
             metrics: None,
         }
     }
@@ -83,7 +92,9 @@ impl<S> std::fmt::Debug for TraceService<S> {
 
 impl<S, B> Service<http::Request<B>> for TraceService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
@@ -101,7 +112,15 @@ where
             .metrics
             .as_ref()
             .map(|metrics| metrics.start_call(path));
-        let context = span.context().clone();
+        let request = match &metrics {
+            Some(call) => count_request_messages(request, call.request_messages()),
+            None => request.map(Body::new),
+        };
+        let mut context = span.context().clone();
+        if crate::telemetry::is_exporting() {
+            // Downstream calls made while serving are this service's spans too.
+            context = context.with_value(ServingTracer(self.tracer.clone()));
+        }
         // Current while the handler runs, so downstream calls continue the
         // trace and log lines name it (`crate::log_ids`).
         let future = {
@@ -117,6 +136,11 @@ where
     }
 }
 
+/// The tracer of the service serving the current call, in its context, so
+/// [`ClientTraceLayer`] records downstream calls under that service's name.
+#[derive(Clone)]
+struct ServingTracer(Arc<BoxedTracer>);
+
 /// What a served call reports when it ends: its span, and its metrics when
 /// they are on.
 #[derive(Debug)]
@@ -131,6 +155,16 @@ impl Outcome for ServedCall {
             metrics.finish(code);
         }
         self.span.finish(code);
+    }
+
+    fn counts_messages(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    fn response_messages(&mut self, count: u64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.response_messages(count);
+        }
     }
 }
 
@@ -199,11 +233,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let span = RpcSpan::client(
-            &*self.tracer,
-            request.uri().path(),
-            &opentelemetry::Context::current(),
-        );
+        let current = opentelemetry::Context::current();
+        let tracer = current
+            .get::<ServingTracer>()
+            .map_or(&*self.tracer, |serving| &*serving.0);
+        let span = RpcSpan::client(tracer, request.uri().path(), &current);
         propagation::inject(span.context(), request.headers_mut());
         ObservedFuture::new(
             self.inner.call(request),

@@ -10,6 +10,7 @@ use agora_testkit::{TestKeys, with_token};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::probe::ProbeApp;
 
@@ -46,6 +47,16 @@ fn unsigned(header: serde_json::Value, claims: &Claims, signature: &[u8]) -> Str
     let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
     format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The ErrorInfo every refusal carries, in Agora's domain.
+#[track_caller]
+fn error_info(status: &tonic::Status) -> tonic_types::ErrorInfo {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "agora.dev");
+    info
 }
 
 #[tokio::test]
@@ -109,9 +120,18 @@ async fn every_bad_token_is_unauthenticated() {
     for (name, token) in &cases {
         let status = app.whoami(Some(token)).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{name}: {status:?}");
+        // Clients switch on the reason: only an expired token says to sign
+        // in again for that reason.
+        let want = if *name == "expired" {
+            "TOKEN_EXPIRED"
+        } else {
+            "UNAUTHENTICATED"
+        };
+        assert_eq!(error_info(&status).reason, want, "{name}");
     }
     let missing = app.whoami(None).await.unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
+    assert_eq!(error_info(&missing).reason, "UNAUTHENTICATED");
     assert_eq!(
         app.state.entered.load(std::sync::atomic::Ordering::SeqCst),
         0,
@@ -137,9 +157,14 @@ async fn roles_are_enforced_per_method() {
     let service = app.keys.token("order", Role::Service);
 
     let list = |token: &str| with_token(pb::ListUsersRequest::default(), token);
+    let refused = client.list_users(list(&customer)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let info = error_info(&refused);
+    assert_eq!(info.reason, "PERMISSION_DENIED");
+    assert_eq!(info.metadata["role"], "customer");
     assert_eq!(
-        client.list_users(list(&customer)).await.unwrap_err().code(),
-        Code::PermissionDenied
+        info.metadata["method"],
+        "/agora.user.v1.UserService/ListUsers"
     );
     assert_eq!(
         client.list_users(list(&service)).await.unwrap_err().code(),
@@ -181,6 +206,7 @@ async fn roles_are_enforced_per_method() {
         .await
         .unwrap_err();
     assert_eq!(undeclared.code(), Code::PermissionDenied);
+    assert_eq!(error_info(&undeclared).reason, "PERMISSION_DENIED");
 
     // Health and reflection stay public.
     agora_testkit::wait_until_serving(app.channel(), "agora.user.v1.UserService").await;

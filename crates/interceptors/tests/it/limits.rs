@@ -114,3 +114,50 @@ async fn each_caller_has_its_own_rate_limit() {
     }
     app.stop().await.1.unwrap();
 }
+
+#[tokio::test]
+async fn health_and_reflection_spend_no_rate_limit_budget() {
+    let app = ProbeApp::start(|s| {
+        s.rate_limit_per_second = 1;
+        s.rate_limit_burst = 2;
+    })
+    .await;
+    // Many times the burst of anonymous plumbing from one address: probes
+    // and grpcurl's reflection lookups.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel());
+    for _ in 0..20 {
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health is never rate limited");
+    }
+    let services = crate::reflection::list_services(app.channel()).await;
+    assert!(services.contains(&"agora.user.v1.UserService".to_owned()));
+
+    // The budget is whole: the burst passes, the call after it is refused
+    // with the wait in RetryInfo.
+    let mut client = app.client();
+    for _ in 0..2 {
+        client
+            .create_user(pb::CreateUserRequest::default())
+            .await
+            .expect("within the burst");
+    }
+    let limited = client
+        .create_user(pb::CreateUserRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    assert_eq!(
+        limited.get_details_error_info().unwrap().reason,
+        "RATE_LIMITED"
+    );
+    let wait = agora_interceptors::api::errors::retry_delay(&limited).expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    app.stop().await.1.unwrap();
+}

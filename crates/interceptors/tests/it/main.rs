@@ -3,10 +3,12 @@
 
 mod auth;
 mod client;
+mod compression;
 mod limits;
 mod metrics;
 mod probe;
 mod readiness;
+mod reflection;
 mod shutdown;
 mod tls;
 mod trace;

@@ -14,8 +14,8 @@ use agora_interceptors::health::wait_until_serving;
 use agora_interceptors::metrics::{CONTENT_TYPE, GrpcMetrics};
 use agora_proto::user::v1::GetUserRequest;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use agora_testkit::{http_get, sample};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::Code;
@@ -24,6 +24,9 @@ use tonic::server::NamedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest::{
+    FileContainingSymbol, ListServices,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,19 +142,6 @@ const STUB_USERS_POLICY: ServicePolicy = ServicePolicy {
     methods: &[("GetUser", Access::Authenticated)],
 };
 
-/// `GET path` over a fresh HTTP/1.1 connection: status, headers, body.
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await.unwrap();
-    let reply = String::from_utf8(reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
-}
-
 fn has_line(text: &str, line: &str) -> bool {
     text.lines().any(|l| l == line)
 }
@@ -159,14 +149,6 @@ fn has_line(text: &str, line: &str) -> bool {
 #[track_caller]
 fn assert_line(text: &str, line: &str) {
     assert!(has_line(text, line), "missing line\n  {line}\nin\n{text}");
-}
-
-/// The value of the sample `name{labels}`, if exposed.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map(|value| value.parse().unwrap())
 }
 
 async fn check(channel: &Channel, service: &str) -> Result<(), tonic::Status> {
@@ -351,6 +333,81 @@ async fn client_layer_counts_calls_made_and_transport_errors() {
         &format!("grpc_client_handling_seconds_count{{{CHECK}}} 3"),
     );
     assert_line(&text, "# TYPE grpc_client_started counter");
+    // Messages: both requests went out (the dead channel sent nothing); one
+    // reply came back (NOT_FOUND is trailers only).
+    assert_line(&text, &format!("grpc_client_msg_sent_total{{{CHECK}}} 2"));
+    assert_line(
+        &text,
+        &format!("grpc_client_msg_received_total{{{CHECK}}} 1"),
+    );
+    assert_line(&text, "# TYPE grpc_client_msg_sent counter");
+    assert_line(&text, "# TYPE grpc_client_msg_received counter");
+
+    host.shut_down().await;
+}
+
+#[tokio::test]
+async fn messages_are_counted_one_by_one_each_way() {
+    let host = Host::start(None).await;
+    let before = host.scrape().await;
+    let received = |text: &str, labels: &str| {
+        sample(text, "grpc_server_msg_received_total", labels).unwrap_or(0.0)
+    };
+    let sent = |text: &str, labels: &str| {
+        sample(text, "grpc_server_msg_sent_total", labels).unwrap_or(0.0)
+    };
+
+    // Unary: one in, one out; refused with NOT_FOUND: one in, none out.
+    check(&host.channel, "").await.unwrap();
+    check(&host.channel, "nope").await.unwrap_err();
+    let text = host.scrape().await;
+    assert_eq!(received(&text, CHECK), received(&before, CHECK) + 2.0);
+    assert_eq!(sent(&text, CHECK), sent(&before, CHECK) + 1.0);
+    assert_line(&text, "# TYPE grpc_server_msg_received counter");
+    assert_line(&text, "# TYPE grpc_server_msg_sent counter");
+
+    // A bidirectional stream: each of its messages, a miss included, which
+    // leaves the call OK.
+    let answers = crate::reflection::ask(
+        host.channel.clone(),
+        vec![
+            ListServices(String::new()),
+            FileContainingSymbol("no.Such".into()),
+            FileContainingSymbol("grpc.health.v1.Health".into()),
+        ],
+    )
+    .await;
+    assert_eq!(answers.len(), 3);
+    let reflection = r#"grpc_type="bidi_stream",grpc_service="grpc.reflection.v1.ServerReflection",grpc_method="ServerReflectionInfo""#;
+    let ok = format!(r#"grpc_server_handled_total{{{reflection},grpc_code="OK"}} 1"#);
+    let text = host.scrape_until(&ok).await;
+    assert_line(&text, &ok);
+    assert_line(
+        &text,
+        &format!("grpc_server_msg_received_total{{{reflection}}} 3"),
+    );
+    assert_line(
+        &text,
+        &format!("grpc_server_msg_sent_total{{{reflection}}} 3"),
+    );
+
+    // A server stream: each status sent.
+    let mut stream = HealthClient::new(host.channel.clone())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    let one_sent = format!("grpc_server_msg_sent_total{{{WATCH}}} 1");
+    let text = host.scrape_until(&one_sent).await;
+    assert_line(&text, &one_sent);
+    assert_line(
+        &text,
+        &format!("grpc_server_msg_received_total{{{WATCH}}} 1"),
+    );
+    drop(stream);
 
     host.shut_down().await;
 }

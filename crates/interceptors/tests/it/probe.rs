@@ -168,12 +168,14 @@ impl ProbeApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let host = ServiceHost::new(settings, verifier).add_service(
+        // Configured as every real service is (size limit, compression).
+        let server = agora_interceptors::grpc_server!(
             UserServiceServer::new(Probe {
                 state: state.clone(),
             }),
-            &PROBE_POLICY,
+            settings
         );
+        let host = ServiceHost::new(settings, verifier).add_service(server, &PROBE_POLICY);
         let tls = settings_tls;
         let task = tokio::spawn(host.serve(listener, async {
             let _ = stopped.await;

@@ -3,7 +3,6 @@
 //! downstream channel configured from files speaks mTLS.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_interceptors::auth::Role;
@@ -11,77 +10,30 @@ use agora_interceptors::client::Downstream;
 use agora_interceptors::tls::ClientTlsArgs;
 use agora_proto::user::v1 as pb;
 use agora_proto::user::v1::user_service_client::UserServiceClient;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use agora_testkit::pki::TestPki;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::probe::ProbeApp;
 
-/// A CA, a server certificate for 127.0.0.1, a client certificate from the
-/// same CA and one from a CA nobody trusts, all written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-        let ca = authority();
-        write("ca.pem", &ca.pem());
-        for (name, issuer) in [("server", &ca), ("client", &ca)] {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-                .unwrap()
-                .signed_by(&key, issuer)
-                .unwrap();
-            write(&format!("{name}.pem"), &cert.pem());
-            write(&format!("{name}.key"), &key.serialize_pem());
-        }
-        let rogue = authority();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &rogue)
-            .unwrap();
-        write("rogue.pem", &cert.pem());
-        write("rogue.key", &key.serialize_pem());
-        Self { dir }
+/// A TLS channel trusting the CA, presenting the `identity` certificate.
+fn tls_channel(pki: &TestPki, addr: SocketAddr, identity: Option<&str>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .domain_name("127.0.0.1");
+    if let Some(name) = identity {
+        tls = tls.identity(Identity::from_pem(
+            pki.read(&format!("{name}.pem")),
+            pki.read(&format!("{name}.key")),
+        ));
     }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).unwrap()
-    }
-
-    /// A TLS channel trusting the CA, presenting the `identity` certificate.
-    fn channel(&self, addr: SocketAddr, identity: Option<&str>) -> Channel {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
-            .domain_name("127.0.0.1");
-        if let Some(name) = identity {
-            tls = tls.identity(Identity::from_pem(
-                self.read(&format!("{name}.pem")),
-                self.read(&format!("{name}.key")),
-            ));
-        }
-        Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy()
-    }
-}
-
-fn authority() -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
 }
 
 async fn health(channel: Channel) -> Result<i32, tonic::Status> {
@@ -93,16 +45,16 @@ async fn health(channel: Channel) -> Result<i32, tonic::Status> {
 
 #[tokio::test]
 async fn a_tls_host_answers_over_tls_and_refuses_plain_text() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let app = ProbeApp::start(|settings| {
         settings.tls.tls_cert_file = Some(pki.path("server.pem"));
         settings.tls.tls_key_file = Some(pki.path("server.key"));
     })
     .await;
-    agora_testkit::wait_until_serving(pki.channel(app.addr, None), "").await;
+    agora_testkit::wait_until_serving(tls_channel(&pki, app.addr, None), "").await;
 
     let token = app.keys.token("tls-caller", Role::Customer);
-    let answer = UserServiceClient::new(pki.channel(app.addr, None))
+    let answer = UserServiceClient::new(tls_channel(&pki, app.addr, None))
         .get_user(agora_testkit::with_token(
             pb::GetUserRequest {
                 user_id: "whoami".into(),
@@ -120,18 +72,18 @@ async fn a_tls_host_answers_over_tls_and_refuses_plain_text() {
 
 #[tokio::test]
 async fn an_mtls_host_requires_a_certificate_from_its_client_ca() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let app = ProbeApp::start(|settings| {
         settings.tls.tls_cert_file = Some(pki.path("server.pem"));
         settings.tls.tls_key_file = Some(pki.path("server.key"));
         settings.tls.tls_client_ca_file = Some(pki.path("ca.pem"));
     })
     .await;
-    agora_testkit::wait_until_serving(pki.channel(app.addr, Some("client")), "").await;
+    agora_testkit::wait_until_serving(tls_channel(&pki, app.addr, Some("client")), "").await;
 
-    let anonymous = health(pki.channel(app.addr, None)).await;
+    let anonymous = health(tls_channel(&pki, app.addr, None)).await;
     assert!(anonymous.is_err(), "no client certificate: {anonymous:?}");
-    let rogue = health(pki.channel(app.addr, Some("rogue"))).await;
+    let rogue = health(tls_channel(&pki, app.addr, Some("rogue"))).await;
     assert!(
         rogue.is_err(),
         "a certificate from an untrusted CA: {rogue:?}"
@@ -141,7 +93,7 @@ async fn an_mtls_host_requires_a_certificate_from_its_client_ca() {
 
 #[tokio::test]
 async fn a_downstream_channel_configured_from_files_speaks_mtls() {
-    let pki = Pki::new();
+    let pki = TestPki::new();
     let app = ProbeApp::start(|settings| {
         settings.tls.tls_cert_file = Some(pki.path("server.pem"));
         settings.tls.tls_key_file = Some(pki.path("server.key"));

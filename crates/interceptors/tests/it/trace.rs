@@ -85,6 +85,9 @@ async fn one_trace_crosses_two_hops_with_parent_child_spans() {
         assert_eq!(span.attributes["rpc.method"], "GetUser");
         assert_eq!(span.attributes["rpc.grpc.status_code"], "0");
         assert_eq!(span.status_code, 0, "an OK call is not an error");
+        // The service's own name, not the process's: the calls it makes
+        // while serving included.
+        assert_eq!(span.service_name, "agora-user", "{span:?}");
     }
     relay.stop().await.1.unwrap();
     leaf.stop().await.1.unwrap();

@@ -4,6 +4,8 @@
 
 mod catalog;
 mod expiry;
+mod logs;
+mod metrics;
 mod race;
 mod reservations;
 mod serving;

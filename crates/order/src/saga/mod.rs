@@ -125,6 +125,7 @@ struct Inner {
     downstreams: Downstreams,
     settings: SagaSettings,
     fault: Option<FaultHook>,
+    metrics: Arc<crate::saga_metrics::SagaMetrics>,
     /// This process's name in lease owners, for operators reading the table.
     instance: String,
     /// Orders a runner of this process is driving.
@@ -140,6 +141,7 @@ impl Saga {
         downstreams: Downstreams,
         settings: SagaSettings,
         fault: Option<FaultHook>,
+        metrics: Arc<crate::saga_metrics::SagaMetrics>,
     ) -> Self {
         let instance = format!("order-{}", uuid::Uuid::now_v7().simple());
         Self {
@@ -148,6 +150,7 @@ impl Saga {
                 downstreams,
                 settings,
                 fault,
+                metrics,
                 instance,
                 running: Mutex::new(HashSet::new()),
                 tasks: TaskTracker::new(),

@@ -122,7 +122,15 @@ impl Runner<'_> {
 
     /// Records `change`; false when the lease was lost.
     async fn apply(&self, order: &OrderRecord, change: Transition) -> Result<bool, OrderError> {
-        self.inner.store.apply(order.id, self.owner, &change).await
+        let applied = self
+            .inner
+            .store
+            .apply(order.id, self.owner, &change)
+            .await?;
+        if applied {
+            self.inner.metrics.record(order, &change);
+        }
+        Ok(applied)
     }
 
     /// Records the try as STARTED, holding the lease for the call.

@@ -7,6 +7,7 @@ mod api;
 mod crash;
 mod e2e;
 mod lease;
+mod metrics;
 mod recovery;
 mod suite;
 mod support;

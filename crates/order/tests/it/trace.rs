@@ -60,6 +60,8 @@ async fn one_place_order_is_one_trace_across_order_inventory_and_payment() {
         place.parent_span_id, upstream,
         "continues the caller's trace"
     );
+    // Each service under its own name, though all run in this process.
+    assert_eq!(place.service_name, "agora-order");
     for method in [
         "agora.user.v1.UserService/GetUser",
         "agora.inventory.v1.InventoryService/ReserveStock",
@@ -71,12 +73,18 @@ async fn one_place_order_is_one_trace_across_order_inventory_and_payment() {
             call.parent_span_id, place.span_id,
             "{method} is made for PlaceOrder"
         );
+        assert_eq!(call.service_name, "agora-order", "{method} is order's call");
         let served = one(&spans, SpanKind::Server, method);
         assert_eq!(
             served.parent_span_id, call.span_id,
             "{method} is served in the same trace"
         );
         assert_eq!(served.attributes["rpc.grpc.status_code"], "0");
+        let callee = format!("agora-{}", method.split('.').nth(1).unwrap());
+        assert_eq!(
+            served.service_name, callee,
+            "{method} is served by its service"
+        );
     }
     suite.stop().await;
     db.cleanup().await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agora_interceptors::api::errors::error_chain;
 use agora_interceptors::api::time::now_micros;
-use agora_interceptors::client::current_deadline;
+use agora_interceptors::client::{current_deadline, with_call_ids};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -224,13 +224,15 @@ impl PaymentEngine {
     ) -> Result<AttemptEnd, PaymentError> {
         let engine = self.clone();
         let stop = self.inner.stop.clone();
-        let task = self.inner.attempts.spawn(async move {
+        // The attempt's log lines carry the calling request's trace and
+        // request ids, though it runs in a task of its own.
+        let task = self.inner.attempts.spawn(with_call_ids(async move {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => None,
                 end = engine.attempt(fence, call) => Some(end),
             }
-        });
+        }));
         match task.await {
             Ok(Some(end)) => end,
             // Stopped by shutdown, or the task panicked: the row stays PENDING

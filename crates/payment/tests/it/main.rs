@@ -3,6 +3,8 @@
 //! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod charges;
+mod logs;
+mod metrics;
 mod reading;
 mod recovery;
 mod refunds;
