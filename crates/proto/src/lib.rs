@@ -53,3 +53,11 @@ pub mod order {
         tonic::include_proto!("agora.order.v1");
     }
 }
+
+/// Domain events and the feed every service serves (`agora.events.v1`).
+pub mod events {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("agora.events.v1");
+    }
+}
