@@ -81,6 +81,12 @@ pub struct ServeArgs {
     #[arg(skip)]
     pub metrics_prebound: PreboundListener,
 
+    /// How long domain events stay in the service's outbox (and its event
+    /// feed) before they are pruned; a consumer further behind than this
+    /// gets OUT_OF_RANGE.
+    #[arg(long, env = "AGORA_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+
     /// TLS / mutual TLS of the gRPC port.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -103,6 +109,7 @@ impl Default for ServeArgs {
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
             metrics_prebound: PreboundListener::default(),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
             tls: crate::tls::ServerTlsArgs::default(),
         }
     }

@@ -20,6 +20,7 @@ pub mod log_ids;
 pub mod message_size;
 pub mod metrics;
 pub mod observe;
+pub mod outbox;
 pub mod reflection;
 pub mod serve;
 pub mod shutdown;

@@ -177,6 +177,26 @@ impl ServiceHost {
         self
     }
 
+    /// Serves `outbox`'s event feed (`agora.events.v1.EventFeedService`,
+    /// [`crate::outbox::FEED_POLICY`]), reports its metrics, and prunes it
+    /// to the retention setting (`AGORA_EVENT_RETENTION`) in the background.
+    /// Feed streams end when shutdown begins.
+    pub fn outbox(self, outbox: crate::outbox::Outbox) -> Self {
+        outbox.register_metrics(&self.metrics);
+        let closing = CancellationToken::new();
+        let feed = crate::outbox::EventFeed::new(outbox.clone(), closing.clone());
+        let retention = self.settings.event_retention;
+        let server = grpc_server!(feed.server(), self.settings);
+        let host = self.add_service(server, &crate::outbox::FEED_POLICY);
+        host.background("event feed", move |stop| async move {
+            stop.cancelled().await;
+            closing.cancel();
+        })
+        .background("outbox retention", move |stop| {
+            outbox.prune_every_minute(retention, stop)
+        })
+    }
+
     /// Serves `GET /metrics` on `listener` and records every call served,
     /// instead of the endpoint the settings name (`AGORA_METRICS_LISTEN`).
     /// Without either no call is measured (the layer is left out entirely).

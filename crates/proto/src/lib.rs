@@ -61,3 +61,11 @@ pub mod events {
         tonic::include_proto!("agora.events.v1");
     }
 }
+
+/// The notification context (`agora.notification.v1`).
+pub mod notification {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("agora.notification.v1");
+    }
+}

@@ -6,6 +6,7 @@
 mod api;
 mod crash;
 mod e2e;
+mod events;
 mod lease;
 mod metrics;
 mod recovery;
