@@ -9,6 +9,7 @@
 -- outbox_head: the one row holding the last position handed out, and the
 --   last position pruned by retention (cursors before it are refused).
 -- outbox_sequences: the last per-aggregate sequence of each subject.
+-- outbox_relay: see below.
 CREATE TABLE outbox (
     position     BIGINT NOT NULL PRIMARY KEY,
     event_id     TEXT   NOT NULL UNIQUE,
@@ -35,3 +36,12 @@ CREATE TABLE outbox_sequences (
     subject       TEXT   NOT NULL PRIMARY KEY,
     last_sequence BIGINT NOT NULL
 );
+
+-- The NATS relay's claim: a relay publishes only while it holds this row
+-- (PostgreSQL: SELECT … FOR UPDATE SKIP LOCKED), so replicas never publish
+-- the same rows at once, and rows go out in position order.
+CREATE TABLE outbox_relay (
+    id BIGINT NOT NULL PRIMARY KEY CHECK (id = 1)
+);
+
+INSERT INTO outbox_relay (id) VALUES (1);
