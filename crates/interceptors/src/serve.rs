@@ -180,7 +180,8 @@ impl ServiceHost {
     /// Serves `outbox`'s event feed (`agora.events.v1.EventFeedService`,
     /// [`crate::outbox::FEED_POLICY`]), reports its metrics, and prunes it
     /// to the retention setting (`AGORA_EVENT_RETENTION`) in the background.
-    /// Feed streams end when shutdown begins.
+    /// With `AGORA_NATS_URL`, a relay publishes its events to NATS JetStream
+    /// ([`crate::outbox::relay`]). Feed streams end when shutdown begins.
     pub fn outbox(self, outbox: crate::outbox::Outbox) -> Self {
         outbox.register_metrics(&self.metrics);
         let closing = CancellationToken::new();
@@ -188,12 +189,26 @@ impl ServiceHost {
         let retention = self.settings.event_retention;
         let server = grpc_server!(feed.server(), self.settings);
         let host = self.add_service(server, &crate::outbox::FEED_POLICY);
-        host.background("event feed", move |stop| async move {
+        let relay = host.settings.nats_url.clone().map(|url| {
+            crate::outbox::relay::RelaySettings {
+                url,
+                prefix: host.settings.nats_subject_prefix.clone(),
+            }
+        });
+        let keep_unpublished = relay.is_some();
+        let mut host = host.background("event feed", move |stop| async move {
             stop.cancelled().await;
             closing.cancel();
-        })
-        .background("outbox retention", move |stop| {
-            outbox.prune_every_minute(retention, stop)
+        });
+        if let Some(settings) = relay {
+            let metrics = crate::outbox::relay::RelayMetrics::register(&host.metrics);
+            let outbox = outbox.clone();
+            host = host.background("event relay", move |stop| {
+                crate::outbox::relay::run(outbox, settings, metrics, None, stop)
+            });
+        }
+        host.background("outbox retention", move |stop| {
+            outbox.prune_every_minute(retention, keep_unpublished, stop)
         })
     }
 

@@ -29,6 +29,7 @@
 //! (OUT_OF_RANGE) instead of silently skipping events.
 
 mod feed;
+pub mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,17 +308,28 @@ impl Outbox {
     }
 
     /// Deletes the events committed before `before` (µs since the epoch) and
-    /// moves the retention horizon past them. Returns how many were deleted.
-    pub async fn prune(&self, before: i64) -> Result<u64, sqlx::Error> {
+    /// moves the retention horizon past them; with `keep_unpublished` (a
+    /// NATS relay runs), never past an event not yet published. Returns how
+    /// many were deleted.
+    pub async fn prune(&self, before: i64, keep_unpublished: bool) -> Result<u64, sqlx::Error> {
         let mut tx = self.db.pool().begin().await?;
         let last: Option<i64> =
             sqlx::query_scalar("SELECT MAX(position) FROM outbox WHERE created_at < $1")
                 .bind(before)
                 .fetch_one(&mut *tx)
                 .await?;
-        let Some(last) = last else {
+        let Some(mut last) = last else {
             return Ok(0);
         };
+        if keep_unpublished {
+            let first_unpublished: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(position) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(first) = first_unpublished {
+                last = last.min(first - 1);
+            }
+        }
         let deleted = sqlx::query("DELETE FROM outbox WHERE position <= $1")
             .bind(last)
             .execute(&mut *tx)
@@ -335,10 +347,15 @@ impl Outbox {
 
     /// Prunes events older than `retention` now and every minute until
     /// `stop` (a [`crate::ServiceHost`] background task).
-    pub async fn prune_every_minute(self, retention: Duration, stop: CancellationToken) {
+    pub async fn prune_every_minute(
+        self,
+        retention: Duration,
+        keep_unpublished: bool,
+        stop: CancellationToken,
+    ) {
         loop {
             let before = now_micros().saturating_sub(retention.as_micros() as i64);
-            match self.prune(before).await {
+            match self.prune(before, keep_unpublished).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "pruned events older than the retention"),
                 Err(error) => tracing::warn!(%error, "pruning the outbox failed; will retry"),

@@ -85,32 +85,49 @@ impl RelayMetrics {
     }
 }
 
-/// The stream name of a context: `AGORA_ORDER` for `agora/order`.
-pub fn stream_name(source: &str) -> String {
-    format!(
-        "AGORA_{}",
-        source
-            .trim_start_matches("agora/")
-            .to_ascii_uppercase()
-            .replace(['.', '-', ' ', '*', '>'], "_")
-    )
+/// Where the relay publishes.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// The NATS server, `nats://host:port`.
+    pub url: String,
+    /// Put before every subject and stream name (`AGORA_NATS_SUBJECT_PREFIX`).
+    pub prefix: String,
 }
 
-/// The subjects of a context's stream: `agora.<context>.>`.
-pub fn stream_subjects(source: &str) -> String {
-    format!("{}.>", source.replace('/', "."))
+impl RelaySettings {
+    /// The stream of a context: `AGORA_ORDER` for `agora/order` (after the
+    /// prefix, upper-cased, with `.` and `-` as `_`).
+    pub fn stream_name(&self, source: &str) -> String {
+        format!(
+            "{}AGORA_{}",
+            self.prefix,
+            source.trim_start_matches("agora/")
+        )
+        .to_ascii_uppercase()
+        .replace(['.', '-', ' ', '*', '>'], "_")
+    }
+
+    /// The subjects of a context's stream: `<prefix>agora.<context>.>`.
+    pub fn stream_subjects(&self, source: &str) -> String {
+        format!("{}{}.>", self.prefix, source.replace('/', "."))
+    }
+
+    /// The subject of an event of `event_type`: `<prefix><event_type>`.
+    pub fn subject(&self, event_type: &str) -> String {
+        format!("{}{event_type}", self.prefix)
+    }
 }
 
-/// Connects to NATS at `url` and creates the context's stream if missing.
-pub async fn connect(url: &str, source: &str) -> anyhow::Result<jetstream::Context> {
+/// Connects to NATS and creates the context's stream if missing.
+pub async fn connect(settings: &RelaySettings, source: &str) -> anyhow::Result<jetstream::Context> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))
-        .connect(url)
+        .connect(settings.url.as_str())
         .await?;
     let js = jetstream::new(client);
     js.get_or_create_stream(jetstream::stream::Config {
-        name: stream_name(source),
-        subjects: vec![stream_subjects(source)],
+        name: settings.stream_name(source),
+        subjects: vec![settings.stream_subjects(source)],
         storage: jetstream::stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
         max_age: STREAM_MAX_AGE,
@@ -121,11 +138,11 @@ pub async fn connect(url: &str, source: &str) -> anyhow::Result<jetstream::Conte
     Ok(js)
 }
 
-/// Publishes `outbox` to NATS at `url` until `stop`, surviving the broker
+/// Publishes `outbox` to NATS until `stop`, surviving the broker
 /// going away. `fault` (tests) may stop it between a PubAck and the mark.
 pub async fn run(
     outbox: Outbox,
-    url: String,
+    settings: RelaySettings,
     metrics: RelayMetrics,
     fault: Option<RelayFault>,
     stop: CancellationToken,
@@ -137,10 +154,16 @@ pub async fn run(
         commits.borrow_and_update();
         update_lag(&outbox, &metrics).await;
         let outcome = match &js {
-            Some(context) => publish_batch(&outbox, context, &metrics, fault.as_ref()).await,
-            None => match connect(&url, outbox.source()).await {
+            Some(context) => {
+                publish_batch(&outbox, &settings, context, &metrics, fault.as_ref()).await
+            }
+            None => match connect(&settings, outbox.source()).await {
                 Ok(context) => {
-                    tracing::info!(%url, stream = stream_name(outbox.source()), "event relay connected to NATS");
+                    tracing::info!(
+                        url = %settings.url,
+                        stream = settings.stream_name(outbox.source()),
+                        "event relay connected to NATS"
+                    );
                     js = Some(context);
                     backoff = Duration::from_millis(100);
                     continue;
@@ -204,6 +227,7 @@ async fn update_lag(outbox: &Outbox, metrics: &RelayMetrics) {
 
 async fn publish_batch(
     outbox: &Outbox,
+    settings: &RelaySettings,
     js: &jetstream::Context,
     metrics: &RelayMetrics,
     fault: Option<&RelayFault>,
@@ -231,7 +255,7 @@ async fn publish_batch(
     for row in &rows {
         let position: i64 = row.try_get("position")?;
         let event_id: String = row.try_get("event_id")?;
-        let subject: String = row.try_get("event_type")?;
+        let subject = settings.subject(&row.try_get::<String, _>("event_type")?);
         let payload: Vec<u8> = row.try_get("event")?;
         let ack = async {
             let publish = jetstream::context::Publish::build()

@@ -283,7 +283,7 @@ backend_test! {
         )
         .await
         .unwrap();
-        let pruned = Outbox::new(database, "order").prune(i64::MAX).await.unwrap();
+        let pruned = Outbox::new(database, "order").prune(i64::MAX, false).await.unwrap();
         assert_eq!(pruned, 12);
         let status = subscribe(&suite, order_server, &before[2].cursor, &[]).await.unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");

@@ -8,6 +8,7 @@ mod crash;
 mod e2e;
 mod events;
 mod lease;
+mod nats;
 mod metrics;
 mod recovery;
 mod suite;
