@@ -189,12 +189,14 @@ impl ServiceHost {
         let retention = self.settings.event_retention;
         let server = grpc_server!(feed.server(), self.settings);
         let host = self.add_service(server, &crate::outbox::FEED_POLICY);
-        let relay = host.settings.nats_url.clone().map(|url| {
-            crate::outbox::relay::RelaySettings {
+        let relay = host
+            .settings
+            .nats_url
+            .clone()
+            .map(|url| crate::outbox::relay::RelaySettings {
                 url,
                 prefix: host.settings.nats_subject_prefix.clone(),
-            }
-        });
+            });
         let keep_unpublished = relay.is_some();
         let mut host = host.background("event feed", move |stop| async move {
             stop.cancelled().await;

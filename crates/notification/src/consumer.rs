@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Delivery;
-use crate::downstream::{Feed, FeedError};
+use crate::downstream::{Feed, FeedError, JetStreamFeed};
 use crate::notifier::Notifier;
 use crate::store::NotificationStore;
 
@@ -127,6 +127,64 @@ pub async fn run(
                 }
                 Some(Err(error)) => {
                     tracing::warn!(source = feed.source, %error, "the feed failed; resubscribing");
+                    break;
+                }
+                None => break,
+            }
+        }
+        pause(&stop, settings.reconnect).await;
+    }
+}
+
+/// Consumes one producer's JetStream stream through the durable consumer
+/// until `stop`: each message is processed as a feed's event is, then
+/// acknowledged; one not acknowledged (a crash, a failed write) is
+/// redelivered by JetStream and dropped by the inbox if it was recorded.
+pub async fn run_jetstream(
+    feed: JetStreamFeed,
+    store: NotificationStore,
+    notifier: Arc<dyn Notifier>,
+    settings: ConsumerSettings,
+    metrics: ConsumerMetrics,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let stream = match feed.messages().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(source = feed.source, %error, "cannot read the JetStream stream; retrying");
+                pause(&stop, settings.reconnect).await;
+                continue;
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let processed = process(
+                        &store,
+                        notifier.as_ref(),
+                        &message.delivery,
+                        settings,
+                        &metrics,
+                        &stop,
+                    )
+                    .await;
+                    let acked = match processed {
+                        Ok(()) => message.ack().await,
+                        Err(error) => Err(FeedError::Unavailable(error.to_string())),
+                    };
+                    if let Err(error) = acked {
+                        tracing::warn!(source = feed.source, %error, "an event was not acknowledged; it will be redelivered");
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(source = feed.source, %error, "the JetStream stream failed; reconnecting");
                     break;
                 }
                 None => break,

@@ -53,6 +53,10 @@ impl NotificationStore {
     /// Moves `source`'s cursor past an event that needs no processing (or
     /// was processed already).
     pub async fn skip(&self, source: &str, cursor: &str) -> Result<(), NotificationError> {
+        if cursor.is_empty() {
+            // A JetStream delivery: the durable consumer keeps the position.
+            return Ok(());
+        }
         let mut tx = self.db.pool().begin().await?;
         set_cursor(&mut tx, source, cursor).await?;
         tx.commit().await?;
@@ -105,7 +109,9 @@ impl NotificationStore {
             .execute(&mut *tx)
             .await?;
         }
-        set_cursor(&mut tx, &delivery.source, &delivery.cursor).await?;
+        if !delivery.cursor.is_empty() {
+            set_cursor(&mut tx, &delivery.source, &delivery.cursor).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -276,7 +276,8 @@ async fn publish_batch(
                 published.push(position);
             }
             Err(error) => {
-                failure = Some(anyhow::Error::new(error).context(format!("publishing event {event_id}")));
+                failure =
+                    Some(anyhow::Error::new(error).context(format!("publishing event {event_id}")));
                 break;
             }
         }
@@ -298,7 +299,11 @@ async fn publish_batch(
     if let Some(error) = failure {
         return Err(error);
     }
-    Ok(if rows.len() as i64 == BATCH { Step::More } else { Step::Idle })
+    Ok(if rows.len() as i64 == BATCH {
+        Step::More
+    } else {
+        Step::Idle
+    })
 }
 
 fn unpublished() -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {

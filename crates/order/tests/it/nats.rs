@@ -21,8 +21,8 @@ use crate::support::*;
 
 const NATS: &str = "127.0.0.1:4222";
 
-/// Whether a NATS server answers at `addr`; without one, a note (or, under
-/// CI, a failure).
+/// Whether a NATS server answers at `addr`; without one, a note (or, with
+/// `AGORA_REQUIRE_NATS`, a failure).
 async fn nats_at(addr: &str) -> bool {
     let up = matches!(
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
@@ -33,7 +33,9 @@ async fn nats_at(addr: &str) -> bool {
             std::env::var_os("AGORA_REQUIRE_NATS").is_none(),
             "AGORA_REQUIRE_NATS is set but no NATS server answers at {addr}"
         );
-        eprintln!("note: no NATS server at {addr} (nats-server -js -a 127.0.0.1 -p 4222); skipping");
+        eprintln!(
+            "note: no NATS server at {addr} (nats-server -js -a 127.0.0.1 -p 4222); skipping"
+        );
     }
     up
 }
@@ -83,18 +85,27 @@ async fn unpublished(outbox: &Outbox) -> i64 {
 async fn stream_events(settings: &RelaySettings, url: &str) -> Vec<ev::Event> {
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream(settings.stream_name("agora/order")).await.unwrap();
+    let mut stream = js
+        .get_stream(settings.stream_name("agora/order"))
+        .await
+        .unwrap();
     let count = stream.info().await.unwrap().state.messages;
     let mut events = Vec::new();
     for sequence in 1..=count {
         let message = stream.get_raw_message(sequence).await.unwrap();
         events.push(ev::Event::decode(message.payload).unwrap());
     }
-    js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
+    js.delete_stream(settings.stream_name("agora/order"))
+        .await
+        .unwrap();
     events
 }
 
-fn spawn_relay(outbox: &Outbox, settings: &RelaySettings, fault: Option<RelayFault>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+fn spawn_relay(
+    outbox: &Outbox,
+    settings: &RelaySettings,
+    fault: Option<RelayFault>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay::run(
         outbox.clone(),
@@ -173,7 +184,10 @@ impl Broker {
             .ok()?;
         let broker = Broker { child, port };
         eventually("nats-server to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(drop)
         })
         .await;
         Some(broker)
