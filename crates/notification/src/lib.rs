@@ -6,7 +6,9 @@
 //! the last event it processed, and processes every event exactly once in
 //! effect: an inbox keyed by event id drops redeliveries, and an event whose
 //! notification keeps failing becomes a dead letter, visible and replayable
-//! over gRPC.
+//! over gRPC. With `AGORA_NATS_URL` it reads the producers' JetStream
+//! streams through a durable consumer instead (acknowledging each event once
+//! recorded).
 //!
 //! - [`domain`]: notifications, deliveries, dead letters.
 //! - [`notifier`]: the [`notifier::Notifier`] trait and the shipped
@@ -36,6 +38,7 @@ use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::{BearerSource, ServiceTokens};
 use agora_interceptors::db::Migrations;
+use agora_interceptors::outbox::relay::RelaySettings;
 use agora_interceptors::{ServiceHost, grpc_server};
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -136,33 +139,59 @@ pub async fn serve_with(
     let api = grpc::NotificationApi::new(store.clone(), notifier.clone());
     let (order_store, order_notifier, order_metrics) =
         (store.clone(), notifier.clone(), consumer_metrics.clone());
-    host.add_service(
-        grpc_server!(grpc::Server::new(api), config.serve),
-        &grpc::POLICY,
-    )
-    .database(database)
-    .background("order events", move |stop| {
-        consumer::run(
-            order_feed,
-            order_store,
-            order_notifier,
-            settings,
-            order_metrics,
-            stop,
+    let nats = config.serve.nats_url.clone().map(|url| RelaySettings {
+        url,
+        prefix: config.serve.nats_subject_prefix.clone(),
+    });
+    let host = host
+        .add_service(
+            grpc_server!(grpc::Server::new(api), config.serve),
+            &grpc::POLICY,
         )
-    })
-    .background("payment events", move |stop| {
-        consumer::run(
-            payment_feed,
-            store,
-            notifier,
-            settings,
-            consumer_metrics,
-            stop,
-        )
-    })
-    .serve(listener, shutdown)
-    .await
+        .database(database);
+    // From JetStream durable consumers when NATS is configured, else from
+    // the services' gRPC feeds.
+    let host = match nats {
+        Some(nats) => {
+            let order = downstream::JetStreamFeed::new(order_feed.source, nats.clone());
+            let payment = downstream::JetStreamFeed::new(payment_feed.source, nats);
+            host.background("order events (JetStream)", move |stop| {
+                consumer::run_jetstream(
+                    order,
+                    order_store,
+                    order_notifier,
+                    settings,
+                    order_metrics,
+                    stop,
+                )
+            })
+            .background("payment events (JetStream)", move |stop| {
+                consumer::run_jetstream(payment, store, notifier, settings, consumer_metrics, stop)
+            })
+        }
+        None => host
+            .background("order events", move |stop| {
+                consumer::run(
+                    order_feed,
+                    order_store,
+                    order_notifier,
+                    settings,
+                    order_metrics,
+                    stop,
+                )
+            })
+            .background("payment events", move |stop| {
+                consumer::run(
+                    payment_feed,
+                    store,
+                    notifier,
+                    settings,
+                    consumer_metrics,
+                    stop,
+                )
+            }),
+    };
+    host.serve(listener, shutdown).await
 }
 
 impl ServiceBinary for NotificationConfig {
