@@ -193,21 +193,32 @@ impl ServiceHost {
             .settings
             .nats_url
             .clone()
-            .map(|url| crate::outbox::relay::RelaySettings {
+            .map(|url| crate::outbox::RelaySettings {
                 url,
                 prefix: host.settings.nats_subject_prefix.clone(),
             });
-        let keep_unpublished = relay.is_some();
-        let mut host = host.background("event feed", move |stop| async move {
+        let keep_unpublished = cfg!(feature = "nats") && relay.is_some();
+        let host = host.background("event feed", move |stop| async move {
             stop.cancelled().await;
             closing.cancel();
         });
-        if let Some(settings) = relay {
-            let metrics = crate::outbox::relay::RelayMetrics::register(&host.metrics);
-            let outbox = outbox.clone();
-            host = host.background("event relay", move |stop| {
-                crate::outbox::relay::run(outbox, settings, metrics, None, stop)
-            });
+        #[cfg(feature = "nats")]
+        let host = match relay {
+            Some(settings) => {
+                let metrics = crate::outbox::relay::RelayMetrics::register(&host.metrics);
+                let outbox = outbox.clone();
+                host.background("event relay", move |stop| {
+                    crate::outbox::relay::run(outbox, settings, metrics, None, stop)
+                })
+            }
+            None => host,
+        };
+        #[cfg(not(feature = "nats"))]
+        if relay.is_some() {
+            tracing::error!(
+                "AGORA_NATS_URL is set but this binary was built without NATS support \
+                 (cargo feature `nats`): events are served by the gRPC feed only"
+            );
         }
         host.background("outbox retention", move |stop| {
             outbox.prune_every_minute(retention, keep_unpublished, stop)

@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Delivery;
-use crate::downstream::{Feed, FeedError, JetStreamFeed};
+use crate::downstream::{Feed, FeedError};
 use crate::notifier::Notifier;
 use crate::store::NotificationStore;
 
@@ -140,8 +140,9 @@ pub async fn run(
 /// until `stop`: each message is processed as a feed's event is, then
 /// acknowledged; one not acknowledged (a crash, a failed write) is
 /// redelivered by JetStream and dropped by the inbox if it was recorded.
+#[cfg(feature = "nats")]
 pub async fn run_jetstream(
-    feed: JetStreamFeed,
+    feed: crate::downstream::JetStreamFeed,
     store: NotificationStore,
     notifier: Arc<dyn Notifier>,
     settings: ConsumerSettings,

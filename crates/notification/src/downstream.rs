@@ -11,7 +11,6 @@ use agora_interceptors::metrics::GrpcMetrics;
 use agora_proto::events::v1 as pb;
 use agora_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use futures::{Stream, StreamExt};
-use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -142,111 +141,132 @@ fn feed_error(status: tonic::Status) -> FeedError {
     FeedError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
-/// The name of the JetStream durable consumer this service reads with.
-pub const DURABLE: &str = "agora-notification";
+#[cfg(feature = "nats")]
+pub use jetstream::{DURABLE, JetStreamDelivery, JetStreamFeed};
 
-/// One message of a JetStream durable consumer, to acknowledge once it is
-/// recorded.
-pub struct JetStreamDelivery {
-    /// The event.
-    pub delivery: Delivery,
-    message: async_nats::jetstream::Message,
-}
+/// The producers' JetStream streams (feature `nats`).
+#[cfg(feature = "nats")]
+mod jetstream {
+    use std::time::Duration;
 
-impl std::fmt::Debug for JetStreamDelivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamDelivery")
-            .field("event_id", &self.delivery.event_id)
-            .finish_non_exhaustive()
+    use agora_proto::events::v1 as pb;
+    use futures::{Stream, StreamExt};
+    use prost::Message;
+
+    use super::FeedError;
+    use crate::domain::Delivery;
+    use crate::events;
+
+    /// The name of the JetStream durable consumer this service reads with.
+    pub const DURABLE: &str = "agora-notification";
+
+    /// One message of a JetStream durable consumer, to acknowledge once it is
+    /// recorded.
+    pub struct JetStreamDelivery {
+        /// The event.
+        pub delivery: Delivery,
+        message: async_nats::jetstream::Message,
     }
-}
 
-impl JetStreamDelivery {
-    /// Tells JetStream the event is processed: it is not redelivered.
-    pub async fn ack(&self) -> Result<(), FeedError> {
-        self.message
-            .ack()
-            .await
-            .map_err(|e| FeedError::Unavailable(format!("acknowledging: {e}")))
+    impl std::fmt::Debug for JetStreamDelivery {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("JetStreamDelivery")
+                .field("event_id", &self.delivery.event_id)
+                .finish_non_exhaustive()
+        }
     }
-}
 
-/// A producer's JetStream stream (`AGORA_<CONTEXT>`, created by its relay),
-/// read with the durable pull consumer [`DURABLE`]: JetStream keeps the
-/// position, and redelivers what was not acknowledged.
-#[derive(Clone, Debug)]
-pub struct JetStreamFeed {
-    /// The producer's CloudEvents source, e.g. `agora/order`.
-    pub source: &'static str,
-    settings: agora_interceptors::outbox::relay::RelaySettings,
-}
+    impl JetStreamDelivery {
+        /// Tells JetStream the event is processed: it is not redelivered.
+        pub async fn ack(&self) -> Result<(), FeedError> {
+            self.message
+                .ack()
+                .await
+                .map_err(|e| FeedError::Unavailable(format!("acknowledging: {e}")))
+        }
+    }
 
-impl JetStreamFeed {
-    /// The feed of `source` on the NATS server of `settings`.
-    pub fn new(
-        source: &'static str,
+    /// A producer's JetStream stream (`AGORA_<CONTEXT>`, created by its relay),
+    /// read with the durable pull consumer [`DURABLE`]: JetStream keeps the
+    /// position, and redelivers what was not acknowledged.
+    #[derive(Clone, Debug)]
+    pub struct JetStreamFeed {
+        /// The producer's CloudEvents source, e.g. `agora/order`.
+        pub source: &'static str,
         settings: agora_interceptors::outbox::relay::RelaySettings,
-    ) -> Self {
-        Self { source, settings }
     }
 
-    /// The durable consumer's messages, oldest unacknowledged first.
-    pub async fn messages(
-        &self,
-    ) -> Result<impl Stream<Item = Result<JetStreamDelivery, FeedError>> + Send + use<>, FeedError>
-    {
-        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-        let unavailable =
-            |what: &str, e: &dyn std::fmt::Display| FeedError::Unavailable(format!("{what}: {e}"));
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(self.settings.url.as_str())
-            .await
-            .map_err(|e| unavailable("connecting to NATS", &e))?;
-        let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_stream(self.settings.stream_name(self.source))
-            .await
-            .map_err(|e| unavailable("finding the stream", &e))?;
-        let consumer = stream
-            .get_or_create_consumer(
-                DURABLE,
-                pull::Config {
-                    durable_name: Some(DURABLE.to_owned()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    filter_subject: self.settings.stream_subjects(self.source),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| unavailable("creating the durable consumer", &e))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| unavailable("reading the durable consumer", &e))?;
-        let source = self.source;
-        Ok(messages.map(move |message| {
-            let message = message.map_err(|e| FeedError::Unavailable(format!("JetStream: {e}")))?;
-            let delivery = match pb::Event::decode(message.payload.as_ref()) {
-                Ok(event) => events::delivery(event, String::new()),
-                // Not an event: a dead letter, so it cannot stall the stream.
-                Err(error) => Delivery {
-                    event_id: message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get("Nats-Msg-Id"))
-                        .map(|id| id.to_string())
-                        .unwrap_or_else(|| format!("{}:{}", message.subject, message.length)),
-                    source: source.to_owned(),
-                    event_type: message.subject.to_string(),
-                    cursor: String::new(),
-                    encoded: message.payload.to_vec(),
-                    notification: Err(format!("undecodable event: {error}")),
-                },
+    impl JetStreamFeed {
+        /// The feed of `source` on the NATS server of `settings`.
+        pub fn new(
+            source: &'static str,
+            settings: agora_interceptors::outbox::relay::RelaySettings,
+        ) -> Self {
+            Self { source, settings }
+        }
+
+        /// The durable consumer's messages, oldest unacknowledged first.
+        pub async fn messages(
+            &self,
+        ) -> Result<
+            impl Stream<Item = Result<JetStreamDelivery, FeedError>> + Send + use<>,
+            FeedError,
+        > {
+            use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+            let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+                FeedError::Unavailable(format!("{what}: {e}"))
             };
-            Ok(JetStreamDelivery { delivery, message })
-        }))
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(self.settings.url.as_str())
+                .await
+                .map_err(|e| unavailable("connecting to NATS", &e))?;
+            let js = async_nats::jetstream::new(client);
+            let stream = js
+                .get_stream(self.settings.stream_name(self.source))
+                .await
+                .map_err(|e| unavailable("finding the stream", &e))?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    DURABLE,
+                    pull::Config {
+                        durable_name: Some(DURABLE.to_owned()),
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(30),
+                        filter_subject: self.settings.stream_subjects(self.source),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| unavailable("creating the durable consumer", &e))?;
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable("reading the durable consumer", &e))?;
+            let source = self.source;
+            Ok(messages.map(move |message| {
+                let message =
+                    message.map_err(|e| FeedError::Unavailable(format!("JetStream: {e}")))?;
+                let delivery = match pb::Event::decode(message.payload.as_ref()) {
+                    Ok(event) => events::delivery(event, String::new()),
+                    // Not an event: a dead letter, so it cannot stall the stream.
+                    Err(error) => Delivery {
+                        event_id: message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .map(|id| id.to_string())
+                            .unwrap_or_else(|| format!("{}:{}", message.subject, message.length)),
+                        source: source.to_owned(),
+                        event_type: message.subject.to_string(),
+                        cursor: String::new(),
+                        encoded: message.payload.to_vec(),
+                        notification: Err(format!("undecodable event: {error}")),
+                    },
+                };
+                Ok(JetStreamDelivery { delivery, message })
+            }))
+        }
     }
 }

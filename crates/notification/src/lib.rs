@@ -6,9 +6,9 @@
 //! the last event it processed, and processes every event exactly once in
 //! effect: an inbox keyed by event id drops redeliveries, and an event whose
 //! notification keeps failing becomes a dead letter, visible and replayable
-//! over gRPC. With `AGORA_NATS_URL` it reads the producers' JetStream
-//! streams through a durable consumer instead (acknowledging each event once
-//! recorded).
+//! over gRPC. Built with the `nats` feature and given `AGORA_NATS_URL`, it
+//! reads the producers' JetStream streams through a durable consumer
+//! instead (acknowledging each event once recorded).
 //!
 //! - [`domain`]: notifications, deliveries, dead letters.
 //! - [`notifier`]: the [`notifier::Notifier`] trait and the shipped
@@ -38,7 +38,8 @@ use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::{BearerSource, ServiceTokens};
 use agora_interceptors::db::Migrations;
-use agora_interceptors::outbox::relay::RelaySettings;
+#[cfg(feature = "nats")]
+use agora_interceptors::outbox::RelaySettings;
 use agora_interceptors::{ServiceHost, grpc_server};
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -139,23 +140,24 @@ pub async fn serve_with(
     let api = grpc::NotificationApi::new(store.clone(), notifier.clone());
     let (order_store, order_notifier, order_metrics) =
         (store.clone(), notifier.clone(), consumer_metrics.clone());
-    let nats = config.serve.nats_url.clone().map(|url| RelaySettings {
-        url,
-        prefix: config.serve.nats_subject_prefix.clone(),
-    });
     let host = host
         .add_service(
             grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
         .database(database);
-    // From JetStream durable consumers when NATS is configured, else from
-    // the services' gRPC feeds.
-    let host = match nats {
-        Some(nats) => {
-            let order = downstream::JetStreamFeed::new(order_feed.source, nats.clone());
-            let payment = downstream::JetStreamFeed::new(payment_feed.source, nats);
-            host.background("order events (JetStream)", move |stop| {
+    // From JetStream durable consumers when NATS is configured (feature
+    // `nats`), else from the services' gRPC feeds.
+    #[cfg(feature = "nats")]
+    if let Some(url) = config.serve.nats_url.clone() {
+        let nats = RelaySettings {
+            url,
+            prefix: config.serve.nats_subject_prefix.clone(),
+        };
+        let order = downstream::JetStreamFeed::new(order_feed.source, nats.clone());
+        let payment = downstream::JetStreamFeed::new(payment_feed.source, nats);
+        return host
+            .background("order events (JetStream)", move |stop| {
                 consumer::run_jetstream(
                     order,
                     order_store,
@@ -168,29 +170,30 @@ pub async fn serve_with(
             .background("payment events (JetStream)", move |stop| {
                 consumer::run_jetstream(payment, store, notifier, settings, consumer_metrics, stop)
             })
-        }
-        None => host
-            .background("order events", move |stop| {
-                consumer::run(
-                    order_feed,
-                    order_store,
-                    order_notifier,
-                    settings,
-                    order_metrics,
-                    stop,
-                )
-            })
-            .background("payment events", move |stop| {
-                consumer::run(
-                    payment_feed,
-                    store,
-                    notifier,
-                    settings,
-                    consumer_metrics,
-                    stop,
-                )
-            }),
-    };
+            .serve(listener, shutdown)
+            .await;
+    }
+    let host = host
+        .background("order events", move |stop| {
+            consumer::run(
+                order_feed,
+                order_store,
+                order_notifier,
+                settings,
+                order_metrics,
+                stop,
+            )
+        })
+        .background("payment events", move |stop| {
+            consumer::run(
+                payment_feed,
+                store,
+                notifier,
+                settings,
+                consumer_metrics,
+                stop,
+            )
+        });
     host.serve(listener, shutdown).await
 }
 

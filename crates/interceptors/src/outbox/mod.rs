@@ -29,6 +29,7 @@
 //! (OUT_OF_RANGE) instead of silently skipping events.
 
 mod feed;
+#[cfg(feature = "nats")]
 pub mod relay;
 
 use std::sync::Arc;
@@ -54,6 +55,39 @@ pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
 
 /// How often expired events are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the relay publishes.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// The NATS server, `nats://host:port`.
+    pub url: String,
+    /// Put before every subject and stream name (`AGORA_NATS_SUBJECT_PREFIX`).
+    pub prefix: String,
+}
+
+impl RelaySettings {
+    /// The stream of a context: `AGORA_ORDER` for `agora/order` (after the
+    /// prefix, upper-cased, with `.` and `-` as `_`).
+    pub fn stream_name(&self, source: &str) -> String {
+        format!(
+            "{}AGORA_{}",
+            self.prefix,
+            source.trim_start_matches("agora/")
+        )
+        .to_ascii_uppercase()
+        .replace(['.', '-', ' ', '*', '>'], "_")
+    }
+
+    /// The subjects of a context's stream: `<prefix>agora.<context>.>`.
+    pub fn stream_subjects(&self, source: &str) -> String {
+        format!("{}{}.>", self.prefix, source.replace('/', "."))
+    }
+
+    /// The subject of an event of `event_type`: `<prefix><event_type>`.
+    pub fn subject(&self, event_type: &str) -> String {
+        format!("{}{event_type}", self.prefix)
+    }
+}
 
 /// One event to append: what happened to which aggregate. The envelope (id,
 /// source, type, time, sequence, trace context) is filled in by

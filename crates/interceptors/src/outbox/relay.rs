@@ -28,12 +28,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use async_nats;
 use async_nats::jetstream;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
+pub use super::RelaySettings;
 use super::{FOLLOW_FALLBACK, Outbox};
 use crate::api::time::now_micros;
 use crate::db::Backend;
@@ -82,39 +84,6 @@ impl RelayMetrics {
             this.lag.clone(),
         );
         this
-    }
-}
-
-/// Where the relay publishes.
-#[derive(Clone, Debug)]
-pub struct RelaySettings {
-    /// The NATS server, `nats://host:port`.
-    pub url: String,
-    /// Put before every subject and stream name (`AGORA_NATS_SUBJECT_PREFIX`).
-    pub prefix: String,
-}
-
-impl RelaySettings {
-    /// The stream of a context: `AGORA_ORDER` for `agora/order` (after the
-    /// prefix, upper-cased, with `.` and `-` as `_`).
-    pub fn stream_name(&self, source: &str) -> String {
-        format!(
-            "{}AGORA_{}",
-            self.prefix,
-            source.trim_start_matches("agora/")
-        )
-        .to_ascii_uppercase()
-        .replace(['.', '-', ' ', '*', '>'], "_")
-    }
-
-    /// The subjects of a context's stream: `<prefix>agora.<context>.>`.
-    pub fn stream_subjects(&self, source: &str) -> String {
-        format!("{}{}.>", self.prefix, source.replace('/', "."))
-    }
-
-    /// The subject of an event of `event_type`: `<prefix><event_type>`.
-    pub fn subject(&self, event_type: &str) -> String {
-        format!("{}{event_type}", self.prefix)
     }
 }
 

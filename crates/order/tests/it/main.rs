@@ -9,6 +9,7 @@ mod e2e;
 mod events;
 mod lease;
 mod metrics;
+#[cfg(feature = "nats")]
 mod nats;
 mod recovery;
 mod suite;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agora_interceptors::db::Database;
-use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings};
+use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings, async_nats};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
 use agora_testkit::{backend_test, eventually};
@@ -166,18 +166,25 @@ backend_test! {
     }
 }
 
-/// A nats-server with JetStream on a free port, storing in `dir`.
+/// A nats-server with JetStream on a free port, storing in `dir`; killed
+/// when dropped.
 struct Broker {
-    child: tokio::process::Child,
+    child: std::process::Child,
     port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Broker {
     async fn start(port: u16, dir: &std::path::Path) -> Option<Broker> {
-        let child = tokio::process::Command::new("nats-server")
+        let child = std::process::Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir)
-            .kill_on_drop(true)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -194,7 +201,8 @@ impl Broker {
     }
 
     async fn stop(mut self) {
-        self.child.kill().await.unwrap();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 }
 
