@@ -125,7 +125,7 @@ async fn follow(
         let full = batch.len() == BATCH as usize;
         for stored in batch {
             cursor = Some(Cursor(stored.position));
-            if !types.is_empty() && !types.iter().any(|t| *t == stored.event.r#type) {
+            if !types.is_empty() && !types.contains(&stored.event.r#type) {
                 continue;
             }
             let response = pb::SubscribeResponse {

@@ -6,12 +6,11 @@
 //! guards itself with a condition in its `WHERE` clause: the state it expects,
 //! and the fencing token (`attempts`) of the lease under which the provider was
 //! called. Nothing reads a row, awaits something else, and writes it back.
-//!
-//! - `payments`: `payments` and their history, `payment_transitions`.
-//! - `refunds`: `refunds`, and the reservation each holds on its payment.
 //! Resolving a charge or a refund also appends its domain event
 //! ([`crate::events`]) to the outbox, in the same transaction.
 //!
+//! - `payments`: `payments` and their history, `payment_transitions`.
+//! - `refunds`: `refunds`, and the reservation each holds on its payment.
 //! - `lease`: the provider lease both kinds of row carry (claim, release,
 //!   the reconciler's stale scan).
 
