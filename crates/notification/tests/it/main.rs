@@ -3,4 +3,6 @@
 //! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod consume;
+#[cfg(feature = "nats")]
+mod jetstream;
 mod support;
