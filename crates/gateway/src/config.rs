@@ -18,13 +18,25 @@ pub struct GatewayConfig {
     #[arg(long, env = "AGORA_USER_URL", default_value = "http://127.0.0.1:50051")]
     pub user_url: String,
     /// Address of the order service.
-    #[arg(long, env = "AGORA_ORDER_URL", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "AGORA_ORDER_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub order_url: String,
     /// Address of the payment service.
-    #[arg(long, env = "AGORA_PAYMENT_URL", default_value = "http://127.0.0.1:50053")]
+    #[arg(
+        long,
+        env = "AGORA_PAYMENT_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
     pub payment_url: String,
     /// Address of the inventory service.
-    #[arg(long, env = "AGORA_INVENTORY_URL", default_value = "http://127.0.0.1:50054")]
+    #[arg(
+        long,
+        env = "AGORA_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
     pub inventory_url: String,
     /// Origins browsers may call from (CORS), comma-separated, e.g.
     /// "https://shop.example.com"; "*" allows any. Empty: no CORS headers.

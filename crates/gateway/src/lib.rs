@@ -73,7 +73,9 @@ impl Gateway {
     pub fn new(config: &GatewayConfig) -> anyhow::Result<Self> {
         let pool = descriptor_pool()?;
         let routes = routes::RouteTable::from_pool(&pool, &SERVICES)?;
-        let openapi = Bytes::from(serde_json::to_vec_pretty(&openapi::document(&pool, &routes))?);
+        let openapi = Bytes::from(serde_json::to_vec_pretty(&openapi::document(
+            &pool, &routes,
+        ))?);
         let metrics = GrpcMetrics::new();
         let served = MetricsLayer::serving(&metrics, &SERVICES);
         let tls = config.tls.load()?;
@@ -200,10 +202,7 @@ impl Gateway {
         &self,
         peer: SocketAddr,
     ) -> TowerToHyperService<
-        tower::util::Either<
-            tower_http::cors::Cors<GatewayService>,
-            GatewayService,
-        >,
+        tower::util::Either<tower_http::cors::Cors<GatewayService>, GatewayService>,
     > {
         let inner = GatewayService {
             shared: self.shared.clone(),

@@ -58,6 +58,10 @@ async fn probe(url: &str) -> anyhow::Result<()> {
     let answer = tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri))
         .await
         .context("no answer within 2 s")??;
-    anyhow::ensure!(answer.status().is_success(), "{url} answered {}", answer.status());
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "{url} answered {}",
+        answer.status()
+    );
     Ok(())
 }

@@ -15,14 +15,12 @@ use crate::routes::{BodyRule, Route, RouteTable};
 fn comment(pool: &DescriptorPool, file: &str, path: &[i32]) -> Option<String> {
     let file = pool.get_file_by_name(file)?;
     let info = file.file_descriptor_proto().source_code_info.as_ref()?;
-    let location = info.location.iter().find(|location| location.path == path)?;
+    let location = info
+        .location
+        .iter()
+        .find(|location| location.path == path)?;
     let text = location.leading_comments.as_deref()?.trim();
-    (!text.is_empty()).then(|| {
-        text.lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
+    (!text.is_empty()).then(|| text.lines().map(str::trim).collect::<Vec<_>>().join("\n"))
 }
 
 fn message_comment(pool: &DescriptorPool, message: &MessageDescriptor) -> Option<String> {
@@ -37,7 +35,9 @@ fn field_comment(pool: &DescriptorPool, field: &FieldDescriptor) -> Option<Strin
 fn kind_schema(kind: &Kind, wanted: &mut BTreeSet<String>) -> Value {
     match kind {
         Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => json!({"type": "string", "format": "int64"}),
         Kind::Uint64 | Kind::Fixed64 => json!({"type": "string", "format": "uint64"}),
@@ -51,7 +51,9 @@ fn kind_schema(kind: &Kind, wanted: &mut BTreeSet<String>) -> Value {
         Kind::Message(message) => match message.full_name() {
             "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
             "google.protobuf.Duration" => json!({"type": "string", "example": "1.5s"}),
-            "google.protobuf.FieldMask" => json!({"type": "string", "example": "display_name,email"}),
+            "google.protobuf.FieldMask" => {
+                json!({"type": "string", "example": "display_name,email"})
+            }
             "google.protobuf.Empty" => json!({"type": "object"}),
             "google.protobuf.Any" => json!({
                 "type": "object",
@@ -66,7 +68,11 @@ fn kind_schema(kind: &Kind, wanted: &mut BTreeSet<String>) -> Value {
     }
 }
 
-fn field_schema(pool: &DescriptorPool, field: &FieldDescriptor, wanted: &mut BTreeSet<String>) -> Value {
+fn field_schema(
+    pool: &DescriptorPool,
+    field: &FieldDescriptor,
+    wanted: &mut BTreeSet<String>,
+) -> Value {
     let mut schema = if field.is_map() {
         let Kind::Message(entry) = field.kind() else {
             return json!({});
@@ -89,10 +95,17 @@ fn field_schema(pool: &DescriptorPool, field: &FieldDescriptor, wanted: &mut BTr
     schema
 }
 
-fn message_schema(pool: &DescriptorPool, message: &MessageDescriptor, wanted: &mut BTreeSet<String>) -> Value {
+fn message_schema(
+    pool: &DescriptorPool,
+    message: &MessageDescriptor,
+    wanted: &mut BTreeSet<String>,
+) -> Value {
     let mut properties = Map::new();
     for field in message.fields() {
-        properties.insert(field.json_name().to_owned(), field_schema(pool, &field, wanted));
+        properties.insert(
+            field.json_name().to_owned(),
+            field_schema(pool, &field, wanted),
+        );
     }
     let mut schema = json!({"type": "object", "properties": properties});
     if let Some(text) = message_comment(pool, message) {
@@ -103,7 +116,11 @@ fn message_schema(pool: &DescriptorPool, message: &MessageDescriptor, wanted: &m
 
 /// Query parameters of a route: the top-level scalar fields neither in the
 /// path nor in the body.
-fn query_parameters(pool: &DescriptorPool, route: &Route, wanted: &mut BTreeSet<String>) -> Vec<Value> {
+fn query_parameters(
+    pool: &DescriptorPool,
+    route: &Route,
+    wanted: &mut BTreeSet<String>,
+) -> Vec<Value> {
     if route.body == BodyRule::All {
         return Vec::new();
     }
@@ -146,7 +163,10 @@ fn operation(pool: &DescriptorPool, route: &Route, wanted: &mut BTreeSet<String>
         .map(|field| {
             let schema = crate::transcode::field_path(&input, field)
                 .and_then(|fields| fields.last().cloned())
-                .map_or_else(|| json!({"type": "string"}), |last| field_schema(pool, &last, wanted));
+                .map_or_else(
+                    || json!({"type": "string"}),
+                    |last| field_schema(pool, &last, wanted),
+                );
             json!({"name": field, "in": "path", "required": true, "schema": schema})
         })
         .collect();

@@ -352,7 +352,10 @@ impl RouteTable {
     }
 }
 
-fn route_of(method: &MethodDescriptor, rule: &prost_reflect::DynamicMessage) -> anyhow::Result<Route> {
+fn route_of(
+    method: &MethodDescriptor,
+    rule: &prost_reflect::DynamicMessage,
+) -> anyhow::Result<Route> {
     let text = |name: &str| match rule.get_field_by_name(name).map(|v| v.into_owned()) {
         Some(Value::String(text)) => text,
         _ => String::new(),
@@ -408,11 +411,7 @@ fn route_of(method: &MethodDescriptor, rule: &prost_reflect::DynamicMessage) -> 
         pattern,
         template,
         body,
-        grpc_path: format!(
-            "/{}/{}",
-            method.parent_service().full_name(),
-            method.name()
-        ),
+        grpc_path: format!("/{}/{}", method.parent_service().full_name(), method.name()),
         grpc: method.clone(),
     })
 }

@@ -35,7 +35,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody};
 use opentelemetry::context::FutureExt as _;
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use prost_reflect::DescriptorPool;
 use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt as _};
@@ -50,7 +50,7 @@ const EVENT_STREAM: &str = "text/event-stream";
 
 /// Who a rate limit counts: the bearer token's holder, else the peer address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Caller {
+pub(crate) enum Caller {
     Token(u64),
     Peer(IpAddr),
 }
@@ -78,7 +78,9 @@ pub(crate) struct Shared {
 pub(crate) fn rate_limiter(per_second: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<Caller>> {
     let rate = NonZeroU32::new(per_second)?;
     let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
-    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+    Some(RateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 /// The gateway as a service over HTTP requests from one peer.
@@ -285,7 +287,10 @@ impl GatewayService {
             return self.error(&status, &request_id, None);
         };
         let mut metadata = HeaderMap::new();
-        for name in [AUTHORIZATION, http::header::HeaderName::from_static("tracestate")] {
+        for name in [
+            AUTHORIZATION,
+            http::header::HeaderName::from_static("tracestate"),
+        ] {
             if let Some(value) = parts.headers.get(&name) {
                 metadata.insert(name, value.clone());
             }
@@ -357,37 +362,37 @@ impl GatewayService {
         let pool = shared.pool.clone();
         // One event per message; a failure mid-stream is an `error` event
         // with the google.rpc.Status, then the stream ends.
-        let events = futures::stream::unfold(
-            Some((stream, served, span)),
-            move |state| {
-                let pool = pool.clone();
-                async move {
-                    let (mut stream, mut served, mut span) = state?;
-                    match stream.next().await {
-                        Some(Ok(message)) => {
-                            let event = sse_event(None, &to_json(&message));
-                            Some((event, Some((stream, served, span))))
-                        }
-                        Some(Err(status)) => {
-                            served.finish(status.code());
-                            span.finish(status.code());
-                            let event = sse_event(Some("error"), &status_json(&pool, &status));
-                            Some((event, None))
-                        }
-                        None => {
-                            served.finish(Code::Ok);
-                            span.finish(Code::Ok);
-                            None
-                        }
+        let events = futures::stream::unfold(Some((stream, served, span)), move |state| {
+            let pool = pool.clone();
+            async move {
+                let (mut stream, mut served, mut span) = state?;
+                match stream.next().await {
+                    Some(Ok(message)) => {
+                        let event = sse_event(None, &to_json(&message));
+                        Some((event, Some((stream, served, span))))
+                    }
+                    Some(Err(status)) => {
+                        served.finish(status.code());
+                        span.finish(status.code());
+                        let event = sse_event(Some("error"), &status_json(&pool, &status));
+                        Some((event, None))
+                    }
+                    None => {
+                        served.finish(Code::Ok);
+                        span.finish(Code::Ok);
+                        None
                     }
                 }
-            },
-        )
+            }
+        })
         .map(|event| Ok::<_, Infallible>(Frame::data(event)));
         Response::builder()
             .header(CONTENT_TYPE, EVENT_STREAM)
             .header(http::header::CACHE_CONTROL, "no-cache")
-            .header(REQUEST_ID, HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("")))
+            .header(
+                REQUEST_ID,
+                HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("")),
+            )
             .body(Body::new(StreamBody::new(events)))
             .unwrap_or_default()
     }
@@ -467,7 +472,9 @@ fn retry_after(status: &Status) -> Option<HeaderValue> {
 fn caller_of(headers: &HeaderMap, peer: IpAddr) -> Caller {
     use std::hash::BuildHasher as _;
     match headers.get(AUTHORIZATION) {
-        Some(value) => Caller::Token(foldhash::quality::FixedState::default().hash_one(value.as_bytes())),
+        Some(value) => {
+            Caller::Token(foldhash::quality::FixedState::default().hash_one(value.as_bytes()))
+        }
         None => Caller::Peer(peer),
     }
 }
@@ -545,8 +552,10 @@ impl Service<Request<Body>> for GrpcProxy {
                 .map(|(service, _)| service.to_owned())
                 .unwrap_or_default();
             let Some(channel) = shared.upstreams.get(&service).cloned() else {
-                return Ok(Status::unimplemented(format!("no service {service} behind this gateway"))
-                    .into_http());
+                return Ok(Status::unimplemented(format!(
+                    "no service {service} behind this gateway"
+                ))
+                .into_http());
             };
             for name in HOP_BY_HOP {
                 request.headers_mut().remove(name);

@@ -10,8 +10,7 @@
 //! answered 400.
 
 use prost_reflect::{
-    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
-    SerializeOptions,
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
 };
 use serde_json::{Map, Value};
 
@@ -55,8 +54,7 @@ fn parameter_value(field: &FieldDescriptor, text: &str) -> Result<Value, String>
             _ => Err(format!("expected true or false, got {text:?}")),
         },
         Kind::Message(message)
-            if !message.full_name().starts_with("google.protobuf.")
-                || field.is_map() =>
+            if !message.full_name().starts_with("google.protobuf.") || field.is_map() =>
         {
             Err("a message field cannot be set from a parameter".to_owned())
         }
@@ -133,7 +131,8 @@ pub fn request_message(
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Map::new()));
         }
-        serde_json::from_slice(body).map_err(|error| ("body".to_owned(), format!("invalid JSON: {error}")))
+        serde_json::from_slice(body)
+            .map_err(|error| ("body".to_owned(), format!("invalid JSON: {error}")))
     };
     match &route.body {
         BodyRule::None => {}
@@ -151,7 +150,11 @@ pub fn request_message(
     }
 
     if route.body != BodyRule::All {
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let (Some(name), Some(text)) = (
                 percent_decode_with(raw_name, true),
@@ -163,7 +166,10 @@ pub fn request_message(
             let bound = bindings.iter().any(|(field, _)| *field == name)
                 || matches!(&route.body, BodyRule::Field(field) if *field == name);
             if bound {
-                violations.push((name, "set by the path or the body, not the query".to_owned()));
+                violations.push((
+                    name,
+                    "set by the path or the body, not the query".to_owned(),
+                ));
                 continue;
             }
             match parameter(&input, &name, &text) {

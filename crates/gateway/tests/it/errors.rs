@@ -12,13 +12,23 @@ use crate::support::{Harness, TestGateway, config_for};
 async fn service_errors_map_to_http_statuses_with_their_details() {
     let harness = Harness::start().await;
     let gateway = &harness.gateway;
-    let customer = harness.suite.keys.customer_token("0190f0f0-0000-7000-8000-000000000001");
+    let customer = harness
+        .suite
+        .keys
+        .customer_token("0190f0f0-0000-7000-8000-000000000001");
 
     // INVALID_ARGUMENT from the service, with its BadRequest.
     let invalid = gateway.get("/v1/products?pageSize=-1", None).await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     assert_eq!(invalid.json()["code"], 3);
-    assert!(invalid.detail_types().iter().any(|t| t.ends_with("google.rpc.BadRequest")), "{:?}", invalid.json());
+    assert!(
+        invalid
+            .detail_types()
+            .iter()
+            .any(|t| t.ends_with("google.rpc.BadRequest")),
+        "{:?}",
+        invalid.json()
+    );
 
     // NOT_FOUND.
     let missing = gateway.get("/v1/products/NO-SUCH-SKU", None).await;
@@ -27,7 +37,10 @@ async fn service_errors_map_to_http_statuses_with_their_details() {
 
     // ALREADY_EXISTS.
     let body = json!({"email": "twice@example.com", "displayName": "Twice", "password": "correct horse battery"});
-    assert_eq!(gateway.post("/v1/users", None, &body).await.status, StatusCode::OK);
+    assert_eq!(
+        gateway.post("/v1/users", None, &body).await.status,
+        StatusCode::OK
+    );
     let again = gateway.post("/v1/users", None, &body).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
     assert_eq!(again.json()["code"], 6);
@@ -36,7 +49,11 @@ async fn service_errors_map_to_http_statuses_with_their_details() {
     let anonymous = gateway.get("/v1/orders", None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let wrong = gateway
-        .post("/v1/users:authenticate", None, &json!({"email": "twice@example.com", "password": "wrong password!"}))
+        .post(
+            "/v1/users:authenticate",
+            None,
+            &json!({"email": "twice@example.com", "password": "wrong password!"}),
+        )
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.json()["code"], 16);
@@ -48,7 +65,14 @@ async fn service_errors_map_to_http_statuses_with_their_details() {
 
     // FAILED_PRECONDITION: cancelling an order that failed (card declined).
     harness.suite.product("SKU-GW-TEE", 900, 5).await;
-    let token = harness.suite.keys.admin_token();
+    let signed_in = gateway
+        .post(
+            "/v1/users:authenticate",
+            None,
+            &json!({"email": "twice@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    let token = signed_in.json()["accessToken"].as_str().unwrap().to_owned();
     let placed = gateway
         .post(
             "/v1/orders",
@@ -60,7 +84,11 @@ async fn service_errors_map_to_http_statuses_with_their_details() {
     let order = placed.json()["order"].clone();
     assert_eq!(order["state"], "ORDER_STATE_FAILED", "{order}");
     let refused = gateway
-        .post(&format!("/v1/orders/{}:cancel", order["orderId"].as_str().unwrap()), Some(&token), &json!({}))
+        .post(
+            &format!("/v1/orders/{}:cancel", order["orderId"].as_str().unwrap()),
+            Some(&token),
+            &json!({}),
+        )
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert_eq!(refused.json()["code"], 9);
@@ -68,7 +96,13 @@ async fn service_errors_map_to_http_statuses_with_their_details() {
 
     // DEADLINE_EXCEEDED: a deadline that has passed before the call.
     let late = gateway
-        .send(Method::GET, "/v1/products", None, None, &[("grpc-timeout", "1n")])
+        .send(
+            Method::GET,
+            "/v1/products",
+            None,
+            None,
+            &[("grpc-timeout", "1n")],
+        )
         .await;
     assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(late.json()["code"], 4);
@@ -81,7 +115,13 @@ async fn bad_json_and_bad_parameters_are_400_with_field_violations() {
     let token = harness.suite.keys.admin_token();
 
     let broken = gateway
-        .send(Method::POST, "/v1/orders", Some(&token), Some(Bytes::from_static(b"{\"lines\": [")), &[])
+        .send(
+            Method::POST,
+            "/v1/orders",
+            Some(&token),
+            Some(Bytes::from_static(b"{\"lines\": [")),
+            &[],
+        )
         .await;
     assert_eq!(broken.status, StatusCode::BAD_REQUEST);
     assert_eq!(broken.violated_fields(), ["body"]);
@@ -101,11 +141,17 @@ async fn bad_json_and_bad_parameters_are_400_with_field_violations() {
     assert_eq!(unknown_query.violated_fields(), ["colour"]);
 
     let bad_escape = gateway.get("/v1/products/%ZZ", None).await;
-    assert!(bad_escape.status.is_client_error(), "{:?}", bad_escape.status);
+    assert!(
+        bad_escape.status.is_client_error(),
+        "{:?}",
+        bad_escape.status
+    );
 
     let no_route = gateway.get("/v1/nothing-here", None).await;
     assert_eq!(no_route.status, StatusCode::NOT_FOUND);
-    let wrong_method = gateway.send(Method::DELETE, "/v1/products", None, None, &[]).await;
+    let wrong_method = gateway
+        .send(Method::DELETE, "/v1/products", None, None, &[])
+        .await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
@@ -120,7 +166,9 @@ async fn limits_answer_413_429_and_503() {
     let gateway = &harness.gateway;
 
     let big = json!({"email": "x".repeat(100), "password": "y"});
-    let too_large = gateway.post("/v1/users:authenticate", Some("caller-a"), &big).await;
+    let too_large = gateway
+        .post("/v1/users:authenticate", Some("caller-a"), &big)
+        .await;
     assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     let mut limited = None;
@@ -134,7 +182,12 @@ async fn limits_answer_413_429_and_503() {
     let limited = limited.expect("the rate limit refuses a burst");
     assert_eq!(limited.json()["code"], 8);
     assert!(limited.headers.contains_key("retry-after"));
-    assert!(limited.detail_types().iter().any(|t| t.ends_with("google.rpc.RetryInfo")));
+    assert!(
+        limited
+            .detail_types()
+            .iter()
+            .any(|t| t.ends_with("google.rpc.RetryInfo"))
+    );
 
     // UNAVAILABLE: a service that does not answer.
     let mut config = config_for(&harness.suite);
@@ -142,7 +195,12 @@ async fn limits_answer_413_429_and_503() {
     config.default_deadline = std::time::Duration::from_secs(3);
     let broken = TestGateway::start(config).await;
     let down = broken.get("/v1/products", None).await;
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", down.json());
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        down.json()
+    );
     assert_eq!(down.json()["code"], 14);
     let not_ready = broken.get("/readyz", None).await;
     assert_eq!(not_ready.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -101,7 +101,11 @@ impl Answer {
         let json = self.json();
         let mut fields = Vec::new();
         for detail in json["details"].as_array().cloned().unwrap_or_default() {
-            for violation in detail["fieldViolations"].as_array().cloned().unwrap_or_default() {
+            for violation in detail["fieldViolations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 fields.push(violation["field"].as_str().unwrap_or_default().to_owned());
             }
         }
@@ -145,9 +149,11 @@ impl TestGateway {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
-        eventually("the gateway to be ready", Duration::from_secs(20), || async {
-            (self.get("/readyz", None).await.status == StatusCode::OK).then_some(())
-        })
+        eventually(
+            "the gateway to be ready",
+            Duration::from_secs(20),
+            || async { (self.get("/readyz", None).await.status == StatusCode::OK).then_some(()) },
+        )
         .await;
     }
 
@@ -211,7 +217,13 @@ impl TestGateway {
     /// GET `path` as a Server-Sent Events stream: each event's (name, data).
     pub async fn events(&self, path: &str, token: &str) -> (StatusCode, Vec<(String, Value)>) {
         let answer = self
-            .send(Method::GET, path, Some(token), None, &[("accept", "text/event-stream")])
+            .send(
+                Method::GET,
+                path,
+                Some(token),
+                None,
+                &[("accept", "text/event-stream")],
+            )
             .await;
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         let mut events = Vec::new();

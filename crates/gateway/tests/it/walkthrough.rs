@@ -34,7 +34,12 @@ async fn register_sign_in_order_follow_and_cancel_over_json() {
         .await;
     assert_eq!(signed_in.status, StatusCode::OK, "{:?}", signed_in.json());
     let token = signed_in.json()["accessToken"].as_str().unwrap().to_owned();
-    assert!(signed_in.json()["expireTime"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        signed_in.json()["expireTime"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
 
     let products = gateway.get("/v1/products?page_size=10", None).await;
     assert_eq!(products.status, StatusCode::OK);
@@ -66,7 +71,10 @@ async fn register_sign_in_order_follow_and_cancel_over_json() {
         )
         .await;
     assert_eq!(placed.status, StatusCode::OK, "{:?}", placed.json());
-    let order_id = placed.json()["order"]["orderId"].as_str().unwrap().to_owned();
+    let order_id = placed.json()["order"]["orderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let (status, events) = gateway
         .events(&format!("/v1/orders/{order_id}:watch"), &token)
@@ -74,7 +82,10 @@ async fn register_sign_in_order_follow_and_cancel_over_json() {
     assert_eq!(status, StatusCode::OK);
     let last = events.last().expect("at least one event");
     assert_eq!(last.0, "message");
-    assert_eq!(last.1["order"]["state"], "ORDER_STATE_CONFIRMED", "{events:?}");
+    assert_eq!(
+        last.1["order"]["state"], "ORDER_STATE_CONFIRMED",
+        "{events:?}"
+    );
 
     let cancelled = gateway
         .post(
@@ -84,7 +95,10 @@ async fn register_sign_in_order_follow_and_cancel_over_json() {
         )
         .await;
     assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.json());
-    let state = cancelled.json()["order"]["state"].as_str().unwrap().to_owned();
+    let state = cancelled.json()["order"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(
         state == "ORDER_STATE_CANCELLED" || state == "ORDER_STATE_CANCELLING",
         "{state}"
