@@ -74,3 +74,55 @@ pub fn retry_later(code: Code, message: &str, after: std::time::Duration) -> Sta
     use tonic_types::{ErrorDetails, StatusExt as _};
     Status::with_error_details(code, message, ErrorDetails::with_retry_info(Some(after)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_as_google_rpc_code_says() {
+        use http::StatusCode as H;
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, want) in table {
+            assert_eq!(http_status(code), H::from_u16(want).unwrap(), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn the_status_body_carries_its_details_in_json() {
+        let pool = crate::descriptor_pool().unwrap();
+        let status = bad_request(&[("page_size".into(), "must not be negative".into())]);
+        let json: serde_json::Value = serde_json::from_slice(&status_json(&pool, &status)).unwrap();
+        assert_eq!(json["code"], 3);
+        assert_eq!(
+            json["details"][0]["@type"],
+            "type.googleapis.com/google.rpc.BadRequest"
+        );
+        assert_eq!(
+            json["details"][0]["fieldViolations"][0]["field"],
+            "page_size"
+        );
+        let plain = status_json(&pool, &Status::aborted("try again"));
+        let json: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(json["code"], 10);
+        assert_eq!(json["message"], "try again");
+    }
+}
