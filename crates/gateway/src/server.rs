@@ -564,7 +564,29 @@ impl Service<Request<Body>> for GrpcProxy {
                 *request.uri_mut() = http::Uri::from(path_and_query);
             }
             let parent = extract(request.headers());
-            let deadline = tokio::time::Instant::now() + shared.default_deadline;
+            // The caller's own deadline if it sent one, else the default of
+            // the method's kind (a followed stream lives longer).
+            let streaming = path
+                .rsplit_once('/')
+                .and_then(|(_, method)| {
+                    shared
+                        .pool
+                        .get_service_by_name(&service)?
+                        .methods()
+                        .find(|m| m.name() == method)
+                })
+                .is_some_and(|method| method.is_server_streaming());
+            let timeout = request
+                .headers()
+                .get(GRPC_TIMEOUT)
+                .and_then(|value| value.to_str().ok())
+                .and_then(grpc_timeout::parse)
+                .unwrap_or(if streaming {
+                    shared.stream_deadline
+                } else {
+                    shared.default_deadline
+                });
+            let deadline = tokio::time::Instant::now() + timeout;
             let request_id = request
                 .headers()
                 .get(REQUEST_ID)
