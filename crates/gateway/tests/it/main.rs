@@ -5,4 +5,5 @@
 mod errors;
 mod protocols;
 mod support;
+mod trace;
 mod walkthrough;
