@@ -122,6 +122,7 @@ impl Gateway {
                 stream_deadline: config.stream_deadline,
                 ready: AtomicBool::new(false),
                 upstream_health: std::sync::Mutex::new(Vec::new()),
+                reflection: reflection_services(),
             }),
             cors,
             readiness_interval: config.readiness_interval,
@@ -214,6 +215,23 @@ impl Gateway {
         };
         TowerToHyperService::new(service)
     }
+}
+
+/// grpc.reflection v1 and v1alpha describing the four services.
+fn reflection_services() -> HashMap<&'static str, server::LocalGrpc> {
+    use agora_interceptors::reflection::{DescriptorIndex, Reflection};
+    const V1: &str = "grpc.reflection.v1.ServerReflection";
+    const V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+    let mut names = SERVICES.to_vec();
+    names.extend([V1, V1ALPHA]);
+    let reflection = Reflection::new(DescriptorIndex::agora(), &names);
+    HashMap::from([
+        (V1, tower::util::BoxCloneSyncService::new(reflection.v1())),
+        (
+            V1ALPHA,
+            tower::util::BoxCloneSyncService::new(reflection.v1alpha()),
+        ),
+    ])
 }
 
 /// CORS for browsers on the allowed origins: simple and preflight requests

@@ -72,7 +72,14 @@ pub(crate) struct Shared {
     pub(crate) stream_deadline: Duration,
     pub(crate) ready: AtomicBool,
     pub(crate) upstream_health: std::sync::Mutex<Vec<(String, String)>>,
+    /// grpc.reflection v1 and v1alpha over the four services, served here
+    /// (grpcurl and buf curl describe the API through the gateway).
+    pub(crate) reflection: HashMap<&'static str, LocalGrpc>,
 }
+
+/// A gRPC service the gateway answers itself.
+pub(crate) type LocalGrpc =
+    tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
 
 /// The per-caller token buckets, or none when the limit is off.
 pub(crate) fn rate_limiter(per_second: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<Caller>> {
@@ -551,6 +558,9 @@ impl Service<Request<Body>> for GrpcProxy {
                 .and_then(|rest| rest.split_once('/'))
                 .map(|(service, _)| service.to_owned())
                 .unwrap_or_default();
+            if let Some(local) = shared.reflection.get(service.as_str()).cloned() {
+                return local.oneshot(request).await;
+            }
             let Some(channel) = shared.upstreams.get(&service).cloned() else {
                 return Ok(Status::unimplemented(format!(
                     "no service {service} behind this gateway"
