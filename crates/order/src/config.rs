@@ -90,15 +90,18 @@ pub struct OrderConfig {
     #[arg(long, env = "AGORA_SAGA_COMPENSATION_RETRY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
     pub saga_compensation_retry_max: Duration,
 
-    /// How long a saga runner's lease on an order outlives its next planned
-    /// action. A runner silent for longer (crashed, partitioned) is presumed
-    /// dead and its order is resumed by another.
-    #[arg(long, env = "AGORA_SAGA_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long a saga runner's lease on an order lasts without renewal. A
+    /// live runner renews it every third of this (a heartbeat), also while a
+    /// step waits on a slow downstream; a runner silent for longer (crashed,
+    /// partitioned) is presumed dead and its order is resumed by another
+    /// (whose lease fences the old runner's writes off). Keep it well above
+    /// the clock skew between order-service hosts.
+    #[arg(long, env = "AGORA_SAGA_LEASE_TTL", default_value = "4s", value_parser = humantime::parse_duration)]
     pub saga_lease_ttl: Duration,
 
     /// How often unfinished sagas without a live runner are looked for and
     /// resumed (also done at start-up).
-    #[arg(long, env = "AGORA_SAGA_RECOVERY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGORA_SAGA_RECOVERY_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub saga_recovery_interval: Duration,
 
     /// How long inventory holds an order's stock before giving it back on

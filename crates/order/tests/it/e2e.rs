@@ -137,6 +137,10 @@ backend_test! {
         assert_eq!(order.state(), pb::OrderState::Failed, "{order:#?}");
         assert_eq!(order.failure_reason, "PAYMENT_UNAVAILABLE");
         assert!(order.failure_message.contains("gave up after 3 tries"), "{}", order.failure_message);
+        // The customer reads a plain reason; the payment service's own words
+        // stay in the step history for operators.
+        assert!(!order.failure_message.contains("answered"), "{}", order.failure_message);
+        assert!(order.steps.iter().any(|s| s.detail.contains("payment answered")), "{order:#?}");
         let charge_tries = order.steps.iter().filter(|s| s.step() == CHARGE && s.status() == START).count();
         assert_eq!(charge_tries, 3);
         assert!(steps(&order).contains(&(RELEASE, OK)), "{order:#?}");

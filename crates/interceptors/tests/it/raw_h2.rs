@@ -1,0 +1,357 @@
+//! Hostile callers over raw HTTP/2 (the `h2` crate), doing what no gRPC
+//! client would: bodies never finished, replies never read, connections that
+//! never speak, and descriptors run out. Each asserts the bound that stops it
+//! and that an honest caller keeps getting answers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use agora_interceptors::auth::Role;
+use agora_testkit::eventually;
+use bytes::Bytes;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+use crate::probe::ProbeApp;
+
+const CREATE_USER: &str = "/agora.user.v1.UserService/CreateUser";
+
+/// An HTTP/2 connection to `addr`; `window` is the stream flow-control
+/// window the client grants (0: it reads no reply). The connection's task
+/// ends when the server closes it.
+async fn connect(
+    addr: SocketAddr,
+    window: u32,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    (client, tokio::spawn(connection))
+}
+
+fn grpc_request(addr: SocketAddr, path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        // The longest deadline gRPC can express: ~11 400 years.
+        .header("grpc-timeout", "99999999H")
+        .body(())
+        .unwrap()
+}
+
+/// The grpc-status of a reply: in its headers (trailers-only) or trailers.
+async fn grpc_status(response: h2::client::ResponseFuture) -> String {
+    let response = response.await.unwrap();
+    if let Some(status) = response.headers().get("grpc-status") {
+        return status.to_str().unwrap().to_owned();
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    trailers["grpc-status"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn stalled_request_bodies_fail_and_free_their_slots_for_honest_callers() {
+    let app = ProbeApp::start(|s| {
+        s.max_concurrent_calls = 8;
+        s.rate_limit_per_second = 0;
+        s.request_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let token = app.keys.token("honest", Role::Customer);
+
+    // Every slot taken by a call whose body never ends, announcing a deadline
+    // of millennia.
+    let (mut attacker, _connection) = connect(app.addr, 65_535).await;
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        attacker = attacker.ready().await.unwrap();
+        let (response, mut body) = attacker
+            .send_request(grpc_request(app.addr, CREATE_USER), false)
+            .unwrap();
+        body.send_data(Bytes::from_static(&[0, 0, 0]), false)
+            .unwrap();
+        stalled.push((response, body));
+    }
+    let started = Instant::now();
+    let shed = eventually("the stalled calls hold every slot", Duration::from_secs(5), || {
+        let app = &app;
+        let token = token.clone();
+        async move { app.whoami(Some(&token)).await.err() }
+    })
+    .await;
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted);
+
+    // The body timeout fails each stalled call, and the honest caller is served.
+    for (response, _body) in stalled {
+        assert_eq!(grpc_status(response).await, "1", "CANCELLED");
+    }
+    let user = eventually("the honest caller is served", Duration::from_secs(5), || {
+        let app = &app;
+        let token = token.clone();
+        async move { app.whoami(Some(&token)).await.ok() }
+    })
+    .await;
+    assert_eq!(user.user_id, "honest");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "freed after about the body timeout, not the announced deadline"
+    );
+    assert_eq!(
+        app.state.entered.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no stalled call reached the handler"
+    );
+    app.stop().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn replies_nobody_reads_are_capped_per_connection_then_the_connection_is_closed() {
+    let app = ProbeApp::start(|s| {
+        s.rate_limit_per_second = 0;
+        s.max_concurrent_streams = 10;
+        s.send_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (mut attacker, connection) = connect(app.addr, 0).await;
+    // Send requests and read nothing: each reply waits on a zero window.
+    let mut replies = Vec::new();
+    for _ in 0..10 {
+        attacker = attacker.ready().await.unwrap();
+        let (response, mut body) = attacker
+            .send_request(grpc_request(app.addr, CREATE_USER), false)
+            .unwrap();
+        body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        replies.push(response);
+    }
+    // The server advertised its stream limit: an eleventh waits for a slot
+    // (h2 holds it back, as any conforming client does) instead of adding a
+    // reply to the pile.
+    let eleventh = tokio::time::timeout(Duration::from_millis(300), attacker.clone().ready()).await;
+    assert!(eleventh.is_err(), "SETTINGS_MAX_CONCURRENT_STREAMS is enforced");
+
+    // Nothing read for the send timeout: the connection is closed, and every
+    // reply it held with it.
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the server closed the connection");
+    assert!(ended.unwrap().is_err() || started.elapsed() < Duration::from_secs(5));
+    // An honest caller is unaffected.
+    let token = app.keys.token("honest", Role::Customer);
+    assert_eq!(app.whoami(Some(&token)).await.unwrap().user_id, "honest");
+    app.stop().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_over_the_advertised_limit_is_refused() {
+    let app = ProbeApp::start(|s| {
+        s.rate_limit_per_second = 0;
+        s.max_concurrent_streams = 4;
+    })
+    .await;
+    // A client that ignores the limit: h2 itself honours it, so speak frames
+    // by hand. Preface, empty SETTINGS, then 5 HEADERS frames (streams 1..9)
+    // that never end.
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt as _;
+    let mut out = Vec::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // HPACK: :method POST (idx 3), :scheme http (idx 6), :path literal, no
+    // indexing. The server rejects or refuses; either way no sixth stream
+    // runs.
+    let path = CREATE_USER.as_bytes();
+    let mut block = vec![0x83, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"127.0.0.1");
+    for stream in [1u8, 3, 5, 7, 9] {
+        let len = u8::try_from(block.len()).unwrap();
+        // HEADERS, END_HEADERS only (the body never comes).
+        out.extend_from_slice(&[0, 0, len, 1, 0x4, 0, 0, 0, stream]);
+        out.extend_from_slice(&block);
+    }
+    tcp.write_all(&out).await.unwrap();
+    // Read frames until the server resets stream 9 with REFUSED_STREAM (7).
+    let mut seen = Vec::new();
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before refusing");
+            seen.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            while at + 9 <= seen.len() {
+                let len = usize::from(seen[at]) << 16 | usize::from(seen[at + 1]) << 8 | usize::from(seen[at + 2]);
+                if at + 9 + len > seen.len() {
+                    break;
+                }
+                let kind = seen[at + 3];
+                let stream = u32::from_be_bytes([seen[at + 5], seen[at + 6], seen[at + 7], seen[at + 8]]);
+                let payload = &seen[at + 9..at + 9 + len];
+                if kind == 0x3 && stream == 9 {
+                    return u32::from_be_bytes(payload[..4].try_into().unwrap());
+                }
+                if kind == 0x4 && seen[at + 4] & 1 == 0 {
+                    // The server's SETTINGS: MAX_CONCURRENT_STREAMS (0x3) = 4.
+                    let advertised = payload.chunks(6).find(|s| s[1] == 3).map(|s| {
+                        u32::from_be_bytes([s[2], s[3], s[4], s[5]])
+                    });
+                    assert_eq!(advertised, Some(4), "the limit is advertised");
+                }
+                at += 9 + len;
+            }
+        }
+    })
+    .await
+    .expect("the fifth stream is refused");
+    assert_eq!(refused, 7, "REFUSED_STREAM");
+    app.stop().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn connections_that_never_send_the_preface_are_closed_after_the_handshake_timeout() {
+    let app = ProbeApp::start(|s| s.handshake_timeout = Duration::from_secs(1)).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    for mut socket in silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte))
+            .await
+            .expect("closed by the server");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let token = app.keys.token("honest", Role::Customer);
+    assert_eq!(app.whoami(Some(&token)).await.unwrap().user_id, "honest");
+    app.stop().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn connections_with_no_call_are_closed_after_the_idle_timeout() {
+    let app = ProbeApp::start(|s| s.idle_timeout = Duration::from_secs(1)).await;
+    // A proper HTTP/2 connection (preface and settings), one call, then nothing.
+    let (mut client, connection) = connect(app.addr, 65_535).await;
+    client = client.ready().await.unwrap();
+    let (response, mut body) = client
+        .send_request(grpc_request(app.addr, CREATE_USER), false)
+        .unwrap();
+    body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    assert_eq!(grpc_status(response).await, "0");
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap()
+        .ok();
+    drop(client);
+    app.stop().await.1.unwrap();
+}
+
+/// The CPU time this process has used (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which ends with ')'): utime is the
+    // 14th field overall, stime the 15th, in clock ticks (100 a second).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn the_accept_loop_backs_off_when_descriptors_run_out() {
+    // Run the scenario in a child with few descriptors, so running out does
+    // not disturb the other tests of this binary.
+    if std::env::var_os("AGORA_FD_EXHAUSTION_CHILD").is_some() {
+        return fd_exhaustion_scenario();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(&exe)
+        .args([
+            "--exact",
+            "raw_h2::the_accept_loop_backs_off_when_descriptors_run_out",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AGORA_FD_EXHAUSTION_CHILD", "1")
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => {
+            eprintln!("skipping: prlimit cannot run ({error})");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{stderr}"
+    );
+}
+
+fn fd_exhaustion_scenario() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = ProbeApp::start(|s| {
+            s.handshake_timeout = Duration::from_secs(60);
+            s.max_connections = 10_000;
+        })
+        .await;
+        let token = app.keys.token("honest", Role::Customer);
+        // Connect until this process has no descriptor left: the server
+        // then fails to accept the connections waiting in its backlog.
+        let mut held = Vec::new();
+        loop {
+            match TcpStream::connect(app.addr).await {
+                Ok(socket) => held.push(socket),
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(24), "EMFILE: {error}");
+                    break;
+                }
+            }
+        }
+        // Let the accept loop meet EMFILE, then measure it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = cpu_time();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let used = cpu_time() - before;
+        println!("CPU used in 2 s with descriptors exhausted: {used:?}");
+        assert!(used < Duration::from_millis(400), "the accept loop spins: {used:?}");
+        // Descriptors back: an honest caller is served again.
+        held.truncate(held.len() / 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held.clear();
+        let user = eventually("served once descriptors are back", Duration::from_secs(10), || {
+            let app = &app;
+            let token = token.clone();
+            async move { app.whoami(Some(&token)).await.ok() }
+        })
+        .await;
+        assert_eq!(user.user_id, "honest");
+        app.stop().await.1.unwrap();
+    });
+}
