@@ -83,6 +83,9 @@ pub struct SagaSettings {
     pub compensation_retry_max: Duration,
     /// Longest one remote call may take.
     pub attempt_timeout: Duration,
+    /// How long a charge whose outcome is unknown keeps being asked about
+    /// (with the same idempotency key) before the saga compensates.
+    pub charge_resolve_within: Duration,
     /// How long a runner's lease on an order lasts past its next planned
     /// action; a runner silent for longer is presumed dead.
     pub lease_ttl: Duration,

@@ -207,6 +207,7 @@ impl Runner<'_> {
                     effect: Effect::None,
                     reason: "INTERNAL",
                     message: "the order has no total or no payment method to charge".into(),
+                    unresolved: false,
                 }),
             },
             StepKind::CommitStock => downstreams.commit(order.id).await.map(|detail| Transition {
@@ -249,7 +250,9 @@ impl Runner<'_> {
             detail: failure.message.clone(),
         };
         let tries = order.steps.tries_since_success(step) + 1;
-        if failure.retry && tries < self.inner.settings.step_attempts {
+        if failure.retry
+            && (tries < self.inner.settings.step_attempts || self.may_still_resolve(order, step, &failure))
+        {
             let pause = backoff(
                 attempt,
                 self.inner.settings.retry_base,
@@ -311,6 +314,27 @@ impl Runner<'_> {
         change.failure = Some((failure.reason.to_owned(), message));
         change.forget_payment_token = true;
         self.finish(order, change).await
+    }
+
+    /// Whether a charge whose outcome is unknown (its tries ran out of time;
+    /// the provider may yet approve) is still worth asking about, past the
+    /// step's try budget: asking again under the same idempotency key finds
+    /// out what it came to, and a slow approval is a sale, not a failure.
+    /// Bounded by `charge_resolve_within` from the first try.
+    fn may_still_resolve(&self, order: &OrderRecord, step: StepKind, failure: &Failure) -> bool {
+        if step != StepKind::ChargePayment || !failure.unresolved {
+            return false;
+        }
+        let within = i64::try_from(self.inner.settings.charge_resolve_within.as_micros())
+            .unwrap_or(i64::MAX);
+        order
+            .steps
+            .0
+            .iter()
+            .find(|entry| entry.step == step)
+            .is_some_and(|first| {
+                agora_interceptors::api::time::now_micros().saturating_sub(first.at) < within
+            })
     }
 
     /// The transition into the first compensation phase at or after `from`
@@ -393,6 +417,7 @@ impl Runner<'_> {
                 effect: Effect::None,
                 reason: "PAYMENT_PENDING",
                 message: progress.detail,
+                unresolved: false,
             },
             Err(failure) => failure,
         };
@@ -512,6 +537,7 @@ mod customer_message_tests {
             effect: Effect::Unknown,
             reason: "PAYMENT_FAILED",
             message: "payment answered InvalidArgument: invalid request: amount".into(),
+            unresolved: false,
         };
         let told = customer_message(&technical);
         assert!(!told.contains("InvalidArgument") && !told.contains("amount"), "{told}");
@@ -520,6 +546,7 @@ mod customer_message_tests {
             effect: Effect::Refused,
             reason: "PAYMENT_DECLINED",
             message: "the payment was declined (card_declined)".into(),
+            unresolved: false,
         };
         assert_eq!(customer_message(&declined), declined.message);
     }

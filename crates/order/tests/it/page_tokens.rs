@@ -20,7 +20,7 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let token = token.to_owned();
     let users = UserServiceClient::new(suite.user.channel())
         .list_users(with_token(
-            usr::ListUsersRequest { page_size: 1, page_token: token.clone() },
+            usr::ListUsersRequest { page_size: 1, page_token: token.clone(), ..Default::default() },
             admin,
         ))
         .await
@@ -36,7 +36,7 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let products = suite
         .inventory()
         .list_products(with_token(
-            inv::ListProductsRequest { page_size: 1, page_token: token.clone() },
+            inv::ListProductsRequest { page_size: 1, page_token: token.clone(), ..Default::default() },
             admin,
         ))
         .await
