@@ -104,7 +104,7 @@ pub struct ServeArgs {
     pub send_timeout: Duration,
 
     /// How long a request body may go without a frame before the call fails
-    /// with CANCELLED (e.g. "10s"), whatever deadline the caller announced.
+    /// with DEADLINE_EXCEEDED (e.g. "10s"), whatever deadline the caller announced.
     #[arg(long, env = "AGORA_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_body_timeout: Duration,
 

@@ -18,9 +18,10 @@
 //!   window, or a full TCP window).
 //! - **Calls.** [`ConnectionLayer`] counts each call on its connection's
 //!   `Activity` from its start until its reply is gone, and fails a request
-//!   body that makes no progress for `body_progress_timeout` (CANCELLED), so
-//!   a stalled upload frees its concurrency slot whatever deadline it
-//!   announced.
+//!   body that makes no progress for `body_progress_timeout`
+//!   (DEADLINE_EXCEEDED: the request did not arrive in time; not CANCELLED,
+//!   which tonic reads as the caller hanging up), so a stalled upload frees
+//!   its concurrency slot whatever deadline it announced.
 //!
 //! The per-connection stream limit (`SETTINGS_MAX_CONCURRENT_STREAMS`) and
 //! HTTP/2 keep-alive pings are hyper's, set in [`crate::serve`].
@@ -132,7 +133,11 @@ impl Activity {
     }
 
     /// Why the connection must close now, or when to look again.
-    pub(crate) fn check(&self, limits: &ConnectionLimits, now: Instant) -> Result<Instant, &'static str> {
+    pub(crate) fn check(
+        &self,
+        limits: &ConnectionLimits,
+        now: Instant,
+    ) -> Result<Instant, &'static str> {
         let tick = limits.idle_timeout.min(limits.send_timeout) / 4;
         let mut next = now + tick.max(Duration::from_millis(50));
         if self.open_calls.load(Ordering::Acquire) == 0 {
@@ -231,7 +236,19 @@ pub fn is_resource_exhaustion(error: &io::Error) -> bool {
     const ENFILE: i32 = 23;
     const ENOBUFS: i32 = 105;
     const ENOMEM: i32 = 12;
-    matches!(error.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+    matches!(
+        error.raw_os_error(),
+        Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)
+    )
+}
+
+/// Accept back-offs taken in this process (for tests and diagnosis).
+static BACKOFFS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times an accept loop of this process backed off because
+/// descriptors or memory ran out.
+pub fn accept_backoffs() -> usize {
+    BACKOFFS.load(Ordering::Relaxed)
 }
 
 /// How long to wait before the next `accept(2)` after a failure: 5 ms,
@@ -301,6 +318,7 @@ pub fn accept(
                             continue;
                         }
                         tracing::warn!(%error, ?wait, "accept failed for lack of resources; backing off");
+                        BACKOFFS.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(wait).await;
                     }
                 }
@@ -533,7 +551,7 @@ where
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(stall.as_mut().poll(cx));
                 *this.failed = true;
-                Poll::Ready(Some(Err(Box::new(Status::cancelled(format!(
+                Poll::Ready(Some(Err(Box::new(Status::deadline_exceeded(format!(
                     "the request body made no progress for {}",
                     humantime::format_duration(timeout)
                 ))))))
@@ -573,33 +591,36 @@ mod tests {
         assert_eq!(backoff.failed(&emfile), AcceptBackoff::FIRST);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_and_unread_connections_are_due_for_closing() {
+    #[test]
+    fn idle_and_unread_connections_are_due_for_closing() {
         let limits = ConnectionLimits {
             idle_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(4),
             ..ConnectionLimits::default()
         };
+        let at = |secs| Instant::now() + Duration::from_secs(secs);
+        // No call since it was accepted: idle after the idle timeout.
         let activity = Activity::new();
-        assert!(activity.check(&limits, Instant::now()).is_ok());
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(activity.check(&limits, Instant::now()).is_err(), "idle");
+        assert!(activity.check(&limits, at(1)).is_ok());
+        assert!(activity.check(&limits, at(11)).is_err(), "idle");
 
+        // A reply waiting for the peer: closed after the send timeout.
         let activity = Activity::new();
         activity.call_started();
         activity.reply_waiting();
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(activity.check(&limits, Instant::now()).is_ok());
+        assert!(activity.check(&limits, at(3)).is_ok());
+        assert!(activity.check(&limits, at(5)).is_err(), "unread");
         activity.reply_sent();
-        activity.reply_waiting();
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(activity.check(&limits, Instant::now()).is_ok(), "progress");
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(activity.check(&limits, Instant::now()).is_err(), "unread");
-        // A call open for long, replies all read: not idle.
+        assert!(activity.check(&limits, at(5)).is_ok(), "read at last");
+
+        // A call open for long, its replies read: neither idle nor stalled.
         let activity = Activity::new();
         activity.call_started();
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(activity.check(&limits, Instant::now()).is_ok());
+        assert!(activity.check(&limits, at(60)).is_ok());
+        activity.call_ended();
+        assert!(
+            activity.check(&limits, at(11)).is_err(),
+            "idle once it ends"
+        );
     }
 }

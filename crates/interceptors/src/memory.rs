@@ -40,6 +40,8 @@ pub fn return_freed_memory() {
             .env(MMAP_THRESHOLD_VAR, MMAP_THRESHOLD)
             .exec();
         // Still here: exec failed (no /proc?). Run on with glibc's defaults.
-        eprintln!("cannot re-execute with {MMAP_THRESHOLD_VAR} set ({error}); freed memory may stay resident");
+        eprintln!(
+            "cannot re-execute with {MMAP_THRESHOLD_VAR} set ({error}); freed memory may stay resident"
+        );
     }
 }

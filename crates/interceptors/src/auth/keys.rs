@@ -71,7 +71,7 @@ impl SigningKey {
             public_key: None,
         }
         .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
         Ok(pem.to_string())
     }
 

@@ -25,7 +25,6 @@ use tonic::Code;
 use tower::Service;
 
 use super::BoxError;
-use super::context::CallDeadline;
 use crate::api::errors::with_reason;
 
 type Response = http::Response<tonic::body::Body>;
@@ -132,7 +131,6 @@ impl Breaker {
 struct Permit {
     breaker: Arc<Breaker>,
     probe: bool,
-    deadline: Option<Instant>,
     recorded: bool,
 }
 
@@ -199,10 +197,6 @@ where
         let permit = Permit {
             breaker: self.breaker.clone(),
             probe,
-            deadline: request
-                .extensions()
-                .get::<CallDeadline>()
-                .map(|deadline| deadline.0),
             recorded: false,
         };
         let call = self.inner.call(request);
@@ -295,7 +289,6 @@ mod tests {
             drop(Permit {
                 breaker: breaker.clone(),
                 probe: false,
-                deadline: Some(now),
                 recorded: false,
             });
         }

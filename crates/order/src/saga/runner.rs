@@ -251,7 +251,8 @@ impl Runner<'_> {
         };
         let tries = order.steps.tries_since_success(step) + 1;
         if failure.retry
-            && (tries < self.inner.settings.step_attempts || self.may_still_resolve(order, step, &failure))
+            && (tries < self.inner.settings.step_attempts
+                || self.may_still_resolve(order, step, &failure))
         {
             let pause = backoff(
                 attempt,
@@ -540,7 +541,10 @@ mod customer_message_tests {
             unresolved: false,
         };
         let told = customer_message(&technical);
-        assert!(!told.contains("InvalidArgument") && !told.contains("amount"), "{told}");
+        assert!(
+            !told.contains("InvalidArgument") && !told.contains("amount"),
+            "{told}"
+        );
         let declined = Failure {
             retry: false,
             effect: Effect::Refused,

@@ -237,7 +237,7 @@ backend_test! {
         let order = wait_for_order(&suite.orders(), &placed.order_id, &token, is_settled).await;
         let took = restarted.elapsed();
         assert_eq!(order.state(), pb::OrderState::Confirmed, "{order:#?}");
-        assert!(took < Duration::from_secs(8), "resumed {took:?} after the restart");
+        assert!(took < Duration::from_secs(10), "resumed {took:?} after the restart (was ~38 s with the 35 s lease)");
         assert_eq!(suite.provider.captures(), 1, "charged exactly once");
         suite.assert_reconciled(&order).await;
         suite.stop().await;

@@ -20,7 +20,11 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let token = token.to_owned();
     let users = UserServiceClient::new(suite.user.channel())
         .list_users(with_token(
-            usr::ListUsersRequest { page_size: 1, page_token: token.clone(), ..Default::default() },
+            usr::ListUsersRequest {
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            },
             admin,
         ))
         .await
@@ -28,7 +32,11 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let orders = suite
         .orders()
         .list_orders(with_token(
-            agora_proto::order::v1::ListOrdersRequest { page_size: 1, page_token: token.clone(), ..Default::default() },
+            agora_proto::order::v1::ListOrdersRequest {
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            },
             admin,
         ))
         .await
@@ -36,7 +44,11 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let products = suite
         .inventory()
         .list_products(with_token(
-            inv::ListProductsRequest { page_size: 1, page_token: token.clone(), ..Default::default() },
+            inv::ListProductsRequest {
+                page_size: 1,
+                page_token: token.clone(),
+                ..Default::default()
+            },
             admin,
         ))
         .await
@@ -44,7 +56,11 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
     let payments = suite
         .payments()
         .list_payments(with_token(
-            pay::ListPaymentsRequest { page_size: 1, page_token: token, ..Default::default() },
+            pay::ListPaymentsRequest {
+                page_size: 1,
+                page_token: token,
+                ..Default::default()
+            },
             admin,
         ))
         .await
