@@ -236,6 +236,7 @@ backend_test! {
         suite.start_order(None).await;
         let order = wait_for_order(&suite.orders(), &placed.order_id, &token, is_settled).await;
         let took = restarted.elapsed();
+        println!("terminal {took:?} after the restart");
         assert_eq!(order.state(), pb::OrderState::Confirmed, "{order:#?}");
         assert!(took < Duration::from_secs(10), "resumed {took:?} after the restart (was ~38 s with the 35 s lease)");
         assert_eq!(suite.provider.captures(), 1, "charged exactly once");
@@ -246,7 +247,7 @@ backend_test! {
 
 backend_test! {
     async fn a_live_runner_keeps_its_short_lease_through_a_slow_step(db: &TestDatabase) {
-        let mut suite = Suite::start(
+        let suite = Suite::start(
             db,
             SuiteOptions {
                 order: Some(Box::new(|config| {
