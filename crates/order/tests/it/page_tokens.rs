@@ -23,7 +23,6 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
             usr::ListUsersRequest {
                 page_size: 1,
                 page_token: token.clone(),
-                ..Default::default()
             },
             admin,
         ))
@@ -47,7 +46,6 @@ async fn list_all(suite: &Suite, admin: &str, token: &str) -> [Result<String, St
             inv::ListProductsRequest {
                 page_size: 1,
                 page_token: token.clone(),
-                ..Default::default()
             },
             admin,
         ))
