@@ -390,3 +390,62 @@ fn fd_exhaustion_scenario() {
         app.stop().await.1.unwrap();
     });
 }
+
+#[tokio::test]
+#[ignore = "a measurement, not a check: run with --ignored --nocapture"]
+async fn measure_rss_under_a_zero_window_attack() {
+    fn rss_mib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            / 1024
+    }
+    let app = ProbeApp::start(|s| {
+        s.rate_limit_per_second = 0;
+        s.send_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let token = app.keys.token("honest", Role::Customer);
+    let before = rss_mib();
+    // The attack: 16 connections with a zero window, as many
+    // requests as the server lets each have open (100; more would only
+    // queue in this client, or be refused), nothing read.
+    let mut connections = Vec::new();
+    let mut replies = Vec::new();
+    let started = Instant::now();
+    for _ in 0..16 {
+        let (mut attacker, connection) = connect(app.addr, 0).await;
+        for _ in 0..100 {
+            let Ok(ready) =
+                tokio::time::timeout(Duration::from_millis(200), attacker.clone().ready()).await
+            else {
+                break;
+            };
+            attacker = ready.unwrap();
+            let (response, mut body) = attacker
+                .send_request(grpc_request(app.addr, CREATE_USER), false)
+                .unwrap();
+            body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+                .unwrap();
+            replies.push(response);
+        }
+        connections.push(connection);
+    }
+    let during = rss_mib();
+    let honest = app.whoami(Some(&token)).await.is_ok();
+    println!(
+        "{} requests on 16 zero-window connections in {:?}; RSS {before} MiB before, {during} MiB during; honest caller served: {honest}",
+        replies.len(),
+        started.elapsed()
+    );
+    for connection in connections {
+        let _ = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    }
+    drop(replies);
+    println!("after the send timeout closed them: RSS {} MiB", rss_mib());
+    app.stop().await.1.unwrap();
+}
