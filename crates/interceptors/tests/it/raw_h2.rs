@@ -114,7 +114,7 @@ async fn stalled_request_bodies_fail_and_free_their_slots_for_honest_callers() {
     .await;
     assert_eq!(user.user_id, "honest");
     assert!(
-        started.elapsed() < Duration::from_secs(6),
+        started.elapsed() < Duration::from_secs(10),
         "freed after about the body timeout, not the announced deadline"
     );
     app.stop().await.1.unwrap();
@@ -256,7 +256,10 @@ async fn connections_that_never_send_the_preface_are_closed_after_the_handshake_
             .expect("closed by the server");
         assert!(read.is_ok() || read.is_err(), "ended");
     }
-    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed after about the handshake timeout"
+    );
     let token = app.keys.token("honest", Role::Customer);
     assert_eq!(app.whoami(Some(&token)).await.unwrap().user_id, "honest");
     app.stop().await.1.unwrap();
