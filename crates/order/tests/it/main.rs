@@ -11,6 +11,7 @@ mod lease;
 mod metrics;
 #[cfg(feature = "nats")]
 mod nats;
+mod page_tokens;
 mod recovery;
 mod suite;
 mod support;
