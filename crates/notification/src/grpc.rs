@@ -76,6 +76,7 @@ impl NotificationService for NotificationApi {
             }
         };
         let page = PageRequest::parse(
+            "agora.notification.v1.NotificationService/ListNotifications",
             body.page_size,
             &body.page_token,
             user.clone().unwrap_or_default(),
@@ -96,7 +97,12 @@ impl NotificationService for NotificationApi {
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
         let body = request.into_inner();
-        let page = PageRequest::parse(body.page_size, &body.page_token, "")?;
+        let page = PageRequest::parse(
+            "agora.notification.v1.NotificationService/ListDeadLetters",
+            body.page_size,
+            &body.page_token,
+            "",
+        )?;
         let rows = self
             .store
             .dead_letters(page.after(), page.fetch_limit())
