@@ -17,7 +17,7 @@ pub fn render(suite: &Suite) -> String {
     let inventory = suite.addr(Service::Inventory);
     let gateway = suite.gateway;
     let mut text = format!(
-        "\nAgora is up: all four services SERVING after {:.0?}. Ctrl-C stops them.\n\n",
+        "\nAgora is up: all five services SERVING after {:.0?}. Ctrl-C stops them.\n\n",
         suite.startup
     );
     for running in &suite.services {
@@ -26,7 +26,7 @@ pub fn render(suite: &Suite) -> String {
             .map(|m| format!("metrics http://{m}/metrics"))
             .unwrap_or_default();
         text += &format!(
-            "  {:<10} {:<16} {:<37} SERVING   {metrics}\n",
+            "  {:<13} {:<16} {:<43} SERVING   {metrics}\n",
             running.service.label(),
             running.addr,
             running.service.grpc_name()

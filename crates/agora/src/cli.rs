@@ -71,12 +71,18 @@ pub enum Command {
     /// Apply one service's database migrations (the ones it applies at
     /// start-up) to a database, e.g. a fresh PostgreSQL one.
     Migrate {
-        /// Which service's migrations: user, order, payment or inventory.
+        /// Which service's migrations: user, order, payment, inventory or
+        /// notification.
         #[arg(long, value_parser = parse_service)]
         service: Service,
         /// The database: `postgres://user@host/db` or `sqlite://path?mode=rwc`.
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
+    },
+    /// Domain events of a running suite.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// Walk through the suite over gRPC: register, sign in, browse, order,
     /// watch the saga confirm, then see a declined card compensated. Uses the
@@ -95,11 +101,35 @@ pub enum Command {
     },
 }
 
+/// `agora events …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum EventsCommand {
+    /// Follow the events of the suite at the standard ports (each service's
+    /// event feed), one line each: time, service, cursor, type, subject,
+    /// per-subject sequence, payload.
+    Tail {
+        /// Only this service's events (user, order, payment, inventory).
+        #[arg(long, value_parser = parse_service)]
+        service: Option<Service>,
+        /// Only events of this type, e.g. agora.order.OrderConfirmed
+        /// (repeatable).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Resume after this cursor (from an earlier line; needs --service).
+        #[arg(long, requires = "service")]
+        from: Option<String>,
+        /// An admin's or service's token; default: a service token signed
+        /// with the development key in the data folder.
+        #[arg(long, env = "AGORA_TOKEN")]
+        token: Option<String>,
+    },
+}
+
 fn parse_service(s: &str) -> Result<Service, String> {
     Service::ALL
         .into_iter()
         .find(|service| service.label() == s)
-        .ok_or_else(|| format!("{s:?} is not one of user, order, payment, inventory"))
+        .ok_or_else(|| format!("{s:?} is not one of user, order, payment, inventory, notification"))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -151,6 +181,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_demo(given).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Health { args } => Ok(probe::run(&args).await),
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    service,
+                    types,
+                    from,
+                    token,
+                },
+        } => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    anyhow::ensure!(
+                        !cli.ephemeral,
+                        "an --ephemeral suite's key lives and dies in its process: pass --token"
+                    );
+                    let keys = dev_keys::load_or_create(&cli.data_dir)?;
+                    let issuer = TokenIssuer::new(&keys.signing, TokenSettings::default())?;
+                    issuer
+                        .issue(
+                            "agora-events-tail",
+                            Role::Service,
+                            Duration::from_secs(12 * 3600),
+                        )?
+                        .token
+                }
+            };
+            let standard =
+                |service: Service| SocketAddr::from(([127, 0, 0, 1], service.standard_port()));
+            let producers = crate::events::producers(standard)
+                .into_iter()
+                .filter(|(s, _)| service.is_none_or(|wanted| wanted == *s))
+                .collect();
+            crate::events::tail(producers, types, from, &token, |line| println!("{line}"))
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Token { role, sub, ttl } => {
             anyhow::ensure!(
                 !cli.ephemeral,
@@ -188,7 +255,7 @@ async fn run_demo(given: Option<Targets>) -> anyhow::Result<()> {
         ports: Ports::Any,
     })
     .await?;
-    println!("All four services SERVING after {:.0?}.", suite.startup);
+    println!("All five services SERVING after {:.0?}.", suite.startup);
     let targets = Targets {
         user: suite.addr(Service::User),
         order: suite.addr(Service::Order),

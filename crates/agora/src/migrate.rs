@@ -35,6 +35,7 @@ async fn open(service: Service, database_url: &str) -> anyhow::Result<Database> 
         Service::Order => &agora_order::MIGRATIONS,
         Service::Payment => &agora_payment::MIGRATIONS,
         Service::Inventory => &agora_inventory::MIGRATIONS,
+        Service::Notification => &agora_notification::MIGRATIONS,
     };
     Database::open(database_url, &PoolSettings::default(), migrations).await
 }

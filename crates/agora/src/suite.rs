@@ -14,6 +14,7 @@ use agora_interceptors::config::PreboundListener;
 use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::{ServeArgs, health, shutdown};
 use agora_inventory::InventoryConfig;
+use agora_notification::{NotificationConfig, NotificationKeys};
 use agora_order::{OrderConfig, OrderKeys};
 use agora_payment::PaymentConfig;
 use agora_proto::user::v1 as user_pb;
@@ -41,7 +42,7 @@ pub enum Storage {
 /// Which ports the services listen on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ports {
-    /// 50051–50054 for gRPC and 50151–50154 for metrics, on 127.0.0.1.
+    /// 50051–50055 for gRPC and 50151–50155 for metrics, on 127.0.0.1.
     Standard,
     /// Any free ports on 127.0.0.1, without metrics endpoints (tests, and a
     /// demo run while another suite holds the standard ones).
@@ -57,7 +58,7 @@ pub struct SuiteOptions {
     pub ports: Ports,
 }
 
-/// The four services of the suite.
+/// The five services of the suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
     /// agora.user.v1.UserService
@@ -68,15 +69,18 @@ pub enum Service {
     Payment,
     /// agora.inventory.v1.InventoryService
     Inventory,
+    /// agora.notification.v1.NotificationService
+    Notification,
 }
 
 impl Service {
-    /// All four, in port order.
-    pub const ALL: [Service; 4] = [
+    /// All five, in port order.
+    pub const ALL: [Service; 5] = [
         Service::User,
         Service::Order,
         Service::Payment,
         Service::Inventory,
+        Service::Notification,
     ];
 
     /// Short name.
@@ -86,6 +90,7 @@ impl Service {
             Service::Order => "order",
             Service::Payment => "payment",
             Service::Inventory => "inventory",
+            Service::Notification => "notification",
         }
     }
 
@@ -96,6 +101,7 @@ impl Service {
             Service::Order => "agora.order.v1.OrderService",
             Service::Payment => "agora.payment.v1.PaymentService",
             Service::Inventory => "agora.inventory.v1.InventoryService",
+            Service::Notification => "agora.notification.v1.NotificationService",
         }
     }
 
@@ -106,6 +112,7 @@ impl Service {
             Service::Order => 50052,
             Service::Payment => 50053,
             Service::Inventory => 50054,
+            Service::Notification => 50055,
         }
     }
 }
@@ -148,7 +155,7 @@ pub struct Suite {
     pub customer: Session,
     /// Where the dev accounts' passwords are kept, if anywhere.
     pub passwords_file: Option<PathBuf>,
-    /// How long the start took, until all four answered SERVING.
+    /// How long the start took, until all five answered SERVING.
     pub startup: Duration,
     stop: watch::Sender<bool>,
 }
@@ -171,7 +178,7 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<()> {
 }
 
 impl Suite {
-    /// Starts the four services, waits until each answers SERVING over gRPC,
+    /// Starts the five services, waits until each answers SERVING over gRPC,
     /// and signs the seeded accounts in.
     pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
         let started = Instant::now();
@@ -248,6 +255,30 @@ impl Suite {
             })
             .await?;
 
+        // Notification follows the order and payment feeds, with the dev
+        // signing key as its service key too.
+        let mut notification = NotificationConfig::defaults();
+        place.configure(
+            Service::Notification,
+            &mut notification.database,
+            &mut notification.serve,
+        )?;
+        notification.order_url = format!("http://{}", order.addr);
+        notification.payment_url = format!("http://{}", payment.addr);
+        let notification_keys = NotificationKeys {
+            verifying: keys.key_set.clone(),
+            service: keys.signing.clone(),
+        };
+        let notification = place
+            .spawn(
+                Service::Notification,
+                notification.serve.metrics_listen,
+                |listener| {
+                    agora_notification::serve(notification, notification_keys, listener, stopped())
+                },
+            )
+            .await?;
+
         // The gateway in front of all four, on :8080 (or any free port).
         let gateway_port = match options.ports {
             Ports::Standard => GATEWAY_PORT,
@@ -273,7 +304,7 @@ impl Suite {
             tokio::spawn(gateway.serve(gateway_listener, stopped()))
         };
 
-        let services = vec![user, order, payment, inventory];
+        let services = vec![user, order, payment, inventory, notification];
         let mut suite = Suite {
             services,
             gateway,
@@ -305,7 +336,7 @@ impl Suite {
         self.services
             .iter()
             .find(|running| running.service == service)
-            .expect("the suite runs all four services")
+            .expect("the suite runs every service")
     }
 
     /// Every service SERVING, checked over gRPC as a probe would. A service

@@ -128,6 +128,24 @@ pub struct ServeArgs {
     #[arg(skip)]
     pub metrics_prebound: PreboundListener,
 
+    /// How long domain events stay in the service's outbox (and its event
+    /// feed) before they are pruned; a consumer further behind than this
+    /// gets OUT_OF_RANGE.
+    #[arg(long, env = "AGORA_EVENT_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
+
+    /// NATS server for domain events (`nats://host:4222`): with it, a relay
+    /// publishes every committed event to the service's JetStream stream
+    /// (`AGORA_<CONTEXT>`, subjects `agora.<context>.<Event>`, created if
+    /// missing). Unset: events are served by the gRPC feed only.
+    #[arg(long, env = "AGORA_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Prefix of the NATS subjects and stream names (e.g. `staging.`), so
+    /// several suites can share one NATS server; empty by default.
+    #[arg(long, env = "AGORA_NATS_SUBJECT_PREFIX", default_value = "")]
+    pub nats_subject_prefix: String,
+
     /// TLS / mutual TLS of the gRPC port.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -159,6 +177,9 @@ impl Default for ServeArgs {
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
             metrics_prebound: PreboundListener::default(),
+            event_retention: Duration::from_secs(7 * 24 * 3600),
+            nats_url: None,
+            nats_subject_prefix: String::new(),
             tls: crate::tls::ServerTlsArgs::default(),
         }
     }

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod message_size;
 pub mod metrics;
 pub mod observe;
+pub mod outbox;
 pub mod reflection;
 pub mod serve;
 pub mod shutdown;

@@ -180,6 +180,54 @@ impl ServiceHost {
         self
     }
 
+    /// Serves `outbox`'s event feed (`agora.events.v1.EventFeedService`,
+    /// [`crate::outbox::FEED_POLICY`]), reports its metrics, and prunes it
+    /// to the retention setting (`AGORA_EVENT_RETENTION`) in the background.
+    /// With `AGORA_NATS_URL`, a relay publishes its events to NATS JetStream
+    /// ([`crate::outbox::relay`]). Feed streams end when shutdown begins.
+    pub fn outbox(self, outbox: crate::outbox::Outbox) -> Self {
+        outbox.register_metrics(&self.metrics);
+        let closing = CancellationToken::new();
+        let feed = crate::outbox::EventFeed::new(outbox.clone(), closing.clone());
+        let retention = self.settings.event_retention;
+        let server = grpc_server!(feed.server(), self.settings);
+        let host = self.add_service(server, &crate::outbox::FEED_POLICY);
+        let relay = host
+            .settings
+            .nats_url
+            .clone()
+            .map(|url| crate::outbox::RelaySettings {
+                url,
+                prefix: host.settings.nats_subject_prefix.clone(),
+            });
+        let keep_unpublished = cfg!(feature = "nats") && relay.is_some();
+        let host = host.background("event feed", move |stop| async move {
+            stop.cancelled().await;
+            closing.cancel();
+        });
+        #[cfg(feature = "nats")]
+        let host = match relay {
+            Some(settings) => {
+                let metrics = crate::outbox::relay::RelayMetrics::register(&host.metrics);
+                let outbox = outbox.clone();
+                host.background("event relay", move |stop| {
+                    crate::outbox::relay::run(outbox, settings, metrics, None, stop)
+                })
+            }
+            None => host,
+        };
+        #[cfg(not(feature = "nats"))]
+        if relay.is_some() {
+            tracing::error!(
+                "AGORA_NATS_URL is set but this binary was built without NATS support \
+                 (cargo feature `nats`): events are served by the gRPC feed only"
+            );
+        }
+        host.background("outbox retention", move |stop| {
+            outbox.prune_every_minute(retention, keep_unpublished, stop)
+        })
+    }
+
     /// Serves `GET /metrics` on `listener` and records every call served,
     /// instead of the endpoint the settings name (`AGORA_METRICS_LISTEN`).
     /// Without either no call is measured (the layer is left out entirely).

@@ -63,7 +63,11 @@ const DEMO: &[(&str, &str, &str, i64, i64, &str)] = &[
 /// initial stock adjustment carries a fixed request id, so it is applied
 /// once however often this runs (and shows in the audit trail).
 pub async fn seed_demo_catalog(database: &Database) -> anyhow::Result<()> {
-    let catalog = Catalog::new(database.clone());
+    // Seeding happens before anyone follows the feed: no one to wake.
+    let catalog = Catalog::new(
+        database.clone(),
+        agora_interceptors::outbox::Outbox::new(database.clone(), "inventory"),
+    );
     let eur = Currency::parse("EUR").context("EUR is a currency")?;
     for &(sku, name, description, price, stock, request_id) in DEMO {
         let sku = Sku::parse(sku).context("demo sku")?;
@@ -72,6 +76,7 @@ pub async fn seed_demo_catalog(database: &Database) -> anyhow::Result<()> {
             name: ProductName::parse(name).context("demo name")?,
             description: Description::parse(description).context("demo description")?,
             price: Price::new(price, eur).context("demo price")?,
+            low_stock_threshold: 0,
         };
         match catalog.create(product).await {
             Ok(_) | Err(InventoryError::SkuTaken(_)) => {}

@@ -289,6 +289,9 @@ pub struct Product {
     pub on_hand: i64,
     /// Units held by HELD reservations.
     pub reserved: i64,
+    /// Below this many available units a StockLow event is emitted (0:
+    /// never).
+    pub low_stock_threshold: i64,
     /// Creation instant, microseconds since the epoch.
     pub created_at: i64,
     /// Last change, microseconds since the epoch.
@@ -313,6 +316,8 @@ pub struct NewProduct {
     pub description: Description,
     /// Its unit price.
     pub price: Price,
+    /// Its low-stock threshold, 0 to [`MAX_ON_HAND`].
+    pub low_stock_threshold: i64,
 }
 
 /// An AdjustStock request, parsed.

@@ -13,8 +13,8 @@ use pb::inventory_service_server::InventoryService;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Adjustment, AdjustmentReason, Currency, Description, NewProduct, OrderId, Price, Product,
-    ProductName, Quantity, RequestId, RequestedLines, Reservation, ReservationState, Sku,
+    Adjustment, AdjustmentReason, Currency, Description, MAX_ON_HAND, NewProduct, OrderId, Price,
+    Product, ProductName, Quantity, RequestId, RequestedLines, Reservation, ReservationState, Sku,
     StockDelta, Ttl,
 };
 use crate::error::InventoryError;
@@ -265,12 +265,19 @@ fn parse_new_product(product: &pb::Product) -> Result<NewProduct, Status> {
             }
         }
     };
+    if !(0..=MAX_ON_HAND).contains(&product.low_stock_threshold) {
+        violations.add(
+            "product.low_stock_threshold",
+            format!("must be between 0 and {MAX_ON_HAND}"),
+        );
+    }
     let (sku, name, description, price) = violations.finish((sku, name, description, price))?;
     Ok(NewProduct {
         sku,
         name,
         description,
         price,
+        low_stock_threshold: product.low_stock_threshold,
     })
 }
 
@@ -334,6 +341,7 @@ fn product_to_proto(product: &Product) -> pb::Product {
         on_hand: product.on_hand,
         reserved: product.reserved,
         available: product.available(),
+        low_stock_threshold: product.low_stock_threshold,
         create_time: Some(timestamp_from_micros(product.created_at)),
         update_time: Some(timestamp_from_micros(product.updated_at)),
     }

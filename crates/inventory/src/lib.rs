@@ -6,6 +6,8 @@
 //! - [`store`]: the tables, and how stock stays right under concurrency.
 //! - [`grpc`]: the `agora.inventory.v1.InventoryService` adapter and its
 //!   access policy.
+//! - [`events`]: the stock events (reserved, committed, released, adjusted,
+//!   low) in their wire form, written to the outbox by the store.
 //! - [`sweeper`]: the background task that releases expired holds.
 //! - [`stock_metrics`]: the low-stock gauge operators watch.
 //! - [`config`]: flags and environment variables.
@@ -16,6 +18,7 @@ mod currency;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod stock_metrics;
 pub mod store;
@@ -26,6 +29,7 @@ use std::future::Future;
 use agora_interceptors::auth::{KeySet, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
+use agora_interceptors::outbox::Outbox;
 use agora_interceptors::{ServiceHost, grpc_server};
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -59,9 +63,10 @@ pub async fn serve(
             .context("seeding the demo catalogue")?;
     }
     let verifier = TokenVerifier::new(verifying, &config.serve.token_settings());
-    let reservations = store::Reservations::new(database.clone());
+    let outbox = Outbox::new(database.clone(), "inventory");
+    let reservations = store::Reservations::new(database.clone(), outbox.clone());
     let api = grpc::InventoryApi::new(
-        store::Catalog::new(database.clone()),
+        store::Catalog::new(database.clone(), outbox.clone()),
         reservations.clone(),
         config.reservation_default_ttl,
         config.reservation_max_ttl,
@@ -74,6 +79,7 @@ pub async fn serve(
         grpc_server!(grpc::Server::new(api), config.serve),
         &grpc::POLICY,
     )
+    .outbox(outbox)
     .database(database)
     // Stops when shutdown begins: a drain should not start new work, and
     // a hold that expires meanwhile is released by the next start (or

@@ -17,6 +17,8 @@
 //!   operators watch of it (`agora_orders_*`, `agora_saga_*`).
 //! - [`downstream`]: calls to user, inventory and payment through the shared
 //!   calling stack, with this service's own `service`-role credentials.
+//! - [`events`]: the order events (placed, confirmed, failed, cancelled) in
+//!   their wire form, written to the outbox by the store.
 //! - [`grpc`]: the `agora.order.v1.OrderService` adapter and its access policy.
 //! - [`config`]: flags and environment variables.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod downstream;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod saga;
 pub mod saga_metrics;
@@ -145,6 +148,7 @@ pub async fn serve_with(
         &host.grpc_metrics(),
     )?;
     let store = store::OrderStore::new(database.clone());
+    let outbox = store.outbox().clone();
     let saga_metrics = saga_metrics::SagaMetrics::register(&host.grpc_metrics());
     let saga = saga::Saga::new(
         store.clone(),
@@ -164,6 +168,7 @@ pub async fn serve_with(
         grpc_server!(grpc::Server::new(api), config.serve),
         &grpc::POLICY,
     )
+    .outbox(outbox)
     .database(database.clone())
     .background("unsettled orders gauge", move |stop| {
         saga_metrics.watch_unsettled(database, stop)

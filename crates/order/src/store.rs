@@ -11,6 +11,10 @@
 //! order at once; a runner that lost its lease (it stalled past `lease_until`)
 //! finds its next write refused and stops.
 //!
+//! The domain events of a change (OrderPlaced, OrderConfirmed, OrderFailed,
+//! OrderCancelled; see [`crate::events`]) are appended to the outbox in the
+//! change's own transaction, as its last writes.
+//!
 //! Every committed change is announced on an in-process broadcast
 //! ([`OrderStore::changes_of`]), which WatchOrder streams and the waits of
 //! PlaceOrder and CancelOrder listen to.
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
+use agora_interceptors::outbox::Outbox;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::broadcast;
@@ -27,6 +32,7 @@ use crate::domain::{
     Cart, CustomerId, Money, OrderId, OrderState, PaymentToken, Quantity, RequestId, Sku,
 };
 use crate::error::OrderError;
+use crate::events;
 use crate::steps::{Effect, Phase, Prices, StepEntry, StepKind, StepLog, StepStatus};
 
 /// Columns of `orders` every read takes, as a literal so queries stay
@@ -176,6 +182,7 @@ pub enum Lease {
 #[derive(Clone, Debug)]
 pub struct OrderStore {
     db: Database,
+    outbox: Outbox,
     changes: broadcast::Sender<OrderId>,
 }
 
@@ -183,7 +190,17 @@ impl OrderStore {
     /// A store over `db`, whose migrations have been applied.
     pub fn new(db: Database) -> Self {
         let (changes, _) = broadcast::channel(1024);
-        Self { db, changes }
+        let outbox = Outbox::new(db.clone(), "order");
+        Self {
+            db,
+            outbox,
+            changes,
+        }
+    }
+
+    /// The outbox the order events go to, for the event feed.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// The database, for readiness.
@@ -266,7 +283,10 @@ impl OrderStore {
             .execute(&mut *tx)
             .await?;
         }
+        let placed = events::placed(id, order.customer, order.cart.lines());
+        let appended = self.outbox.append(&mut tx, &[placed]).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         self.announce(id);
         Ok(Inserted::Created)
     }
@@ -527,7 +547,7 @@ impl OrderStore {
             Lease::HoldFor(hold) => Some(now.saturating_add(hold.as_micros() as i64)),
         };
         let mut tx = self.db.pool().begin().await?;
-        let step_count: Option<i64> = sqlx::query_scalar(
+        let updated = sqlx::query(
             "UPDATE orders SET \
                phase = COALESCE($3, phase), \
                state = COALESCE($4, state), \
@@ -543,7 +563,8 @@ impl OrderStore {
                version = version + 1, \
                updated_at = $14 \
              WHERE order_id = $1 AND lease_owner = $2 \
-             RETURNING step_count",
+             RETURNING step_count, user_id, currency, total_minor, payment_id, \
+               failure_reason, failure_message, cancel_reason",
         )
         .bind(id.to_string())
         .bind(owner.to_owned())
@@ -561,10 +582,11 @@ impl OrderStore {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(step_count) = step_count else {
+        let Some(updated) = updated else {
             // Lease lost: somebody else drives this order now.
             return Ok(false);
         };
+        let step_count: i64 = updated.try_get("step_count")?;
         let first_seq = step_count - change.steps.len() as i64 + 1;
         for (offset, step) in change.steps.iter().enumerate() {
             sqlx::query(
@@ -596,7 +618,25 @@ impl OrderStore {
                 .await?;
             }
         }
+        let event = match change.state {
+            Some(state) => events::entered(
+                id,
+                state,
+                events::AfterTransition {
+                    user_id: updated.try_get("user_id")?,
+                    currency: updated.try_get("currency")?,
+                    total_minor: updated.try_get("total_minor")?,
+                    payment_id: updated.try_get("payment_id")?,
+                    failure_reason: updated.try_get("failure_reason")?,
+                    failure_message: updated.try_get("failure_message")?,
+                    cancel_reason: updated.try_get("cancel_reason")?,
+                },
+            ),
+            None => None,
+        };
+        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         self.announce(id);
         Ok(true)
     }

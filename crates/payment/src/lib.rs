@@ -7,7 +7,8 @@
 //!   [`provider_metrics`]: its answers counted (`agora_payments_total`).
 //! - [`engine`]: the record → call → record protocol, retries and waiting.
 //! - [`reconciler`]: re-drives PENDING rows nobody is driving.
-//! - [`store`]: the tables.
+//! - [`store`]: the tables; [`events`]: the payment events (captured,
+//!   failed, refunded) in their wire form, written to the outbox by the store.
 //! - [`grpc`]: the `agora.payment.v1.PaymentService` adapter and its policy.
 //! - [`config`]: flags and environment variables.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod grpc;
 pub mod provider;
@@ -78,8 +80,10 @@ pub async fn serve_with_provider(
         provider,
         &host.grpc_metrics(),
     ));
+    let store = store::PaymentStore::new(database.clone());
+    let outbox = store.outbox().clone();
     let engine = engine::PaymentEngine::new(
-        store::PaymentStore::new(database.clone()),
+        store,
         provider,
         engine::EngineSettings {
             provider_timeout: config.provider_timeout,
@@ -94,6 +98,7 @@ pub async fn serve_with_provider(
         ),
         &grpc::POLICY,
     )
+    .outbox(outbox)
     .database(database)
     .background("provider attempts", move |stop| async move {
         // However this task ends (drained, out of grace, or dropped with

@@ -53,3 +53,19 @@ pub mod order {
         tonic::include_proto!("agora.order.v1");
     }
 }
+
+/// Domain events and the feed every service serves (`agora.events.v1`).
+pub mod events {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("agora.events.v1");
+    }
+}
+
+/// The notification context (`agora.notification.v1`).
+pub mod notification {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("agora.notification.v1");
+    }
+}

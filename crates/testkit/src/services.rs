@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use agora_interceptors::auth::{KeySet, Role, SigningKey};
 use agora_inventory::InventoryConfig;
+use agora_notification::{NotificationConfig, NotificationKeys, Notifier};
 use agora_order::{OrderConfig, OrderKeys, ServeOptions};
 use agora_payment::{PaymentConfig, PaymentProvider};
 use agora_proto::user::v1 as user_pb;
@@ -22,6 +23,8 @@ pub const INVENTORY: &str = "agora.inventory.v1.InventoryService";
 pub const PAYMENT: &str = "agora.payment.v1.PaymentService";
 /// See [`USER`].
 pub const ORDER: &str = "agora.order.v1.OrderService";
+/// See [`USER`].
+pub const NOTIFICATION: &str = "agora.notification.v1.NotificationService";
 
 /// The password [`sign_up`] registers customers with.
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -148,6 +151,36 @@ pub async fn start_order(config: OrderConfig, keys: &Keys, options: ServeOptions
     let keys = keys.order_keys();
     TestServer::start(ORDER, |listener, shutdown| {
         agora_order::serve_with(config, keys, options, listener, shutdown)
+    })
+    .await
+}
+
+/// The notification service on `db`, consuming the feeds of the order
+/// service at `order` and the payment service at `payment`, sending through
+/// `notifier`. Its service tokens are signed with the people key, which
+/// every service trusts.
+pub async fn start_notification(
+    db: &TestDatabase,
+    keys: &Keys,
+    order: std::net::SocketAddr,
+    payment: std::net::SocketAddr,
+    notifier: Arc<dyn Notifier>,
+    adjust: impl FnOnce(&mut NotificationConfig),
+) -> TestServer {
+    let mut config = NotificationConfig::defaults();
+    config.database.database_url = Some(db.url().to_owned());
+    config.order_url = format!("http://{order}");
+    config.payment_url = format!("http://{payment}");
+    config.notify_retry_base = std::time::Duration::from_millis(10);
+    config.feed_reconnect = std::time::Duration::from_millis(100);
+    config.serve.rate_limit_per_second = 0;
+    adjust(&mut config);
+    let keys = NotificationKeys {
+        verifying: keys.people.key_set.clone(),
+        service: keys.people.signing.clone(),
+    };
+    TestServer::start(NOTIFICATION, |listener, shutdown| {
+        agora_notification::serve_with(config, keys, notifier, listener, shutdown)
     })
     .await
 }

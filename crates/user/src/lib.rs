@@ -2,7 +2,8 @@
 //! password hashes and EdDSA-signed access tokens.
 //!
 //! - [`domain`]: parsed value types (ids, emails, names, passwords).
-//! - [`store`]: the `users` table.
+//! - [`store`]: the `users` table; [`events`]: UserRegistered and UserDeleted
+//!   in their wire form, written to the outbox by the store.
 //! - [`grpc`]: the `agora.user.v1.UserService` adapter and its access policy.
 //! - [`seed`]: accounts made at start-up (a first admin, demo accounts).
 //! - [`config`]: flags and environment variables.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod password;
 pub mod seed;
@@ -76,6 +78,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let database = config.database.open("user", &MIGRATIONS).await?;
     let store = store::UserStore::new(database.clone());
+    let outbox = store.outbox().clone();
     for account in config.all_seed_accounts()? {
         seed::ensure(&store, &account).await?;
     }
@@ -90,6 +93,7 @@ pub async fn serve(
             grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
+        .outbox(outbox)
         .database(database)
         .serve(listener, shutdown)
         .await

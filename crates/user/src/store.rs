@@ -1,15 +1,19 @@
-//! The `users` table. One statement per operation, so no transaction ever waits
-//! on the network while holding a lock; uniqueness is left to the database's
-//! constraint, which settles concurrent registrations correctly.
+//! The `users` table. One short transaction per operation (the write, then its
+//! domain event appended to the outbox; see [`crate::events`]), so no
+//! transaction ever waits on the network while holding a lock; uniqueness is
+//! left to the database's constraint, which settles concurrent registrations
+//! correctly.
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::auth::Role;
 use agora_interceptors::db::{self, Database};
+use agora_interceptors::outbox::Outbox;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::domain::{DisplayName, Email, User, UserId};
 use crate::error::UserError;
+use crate::events;
 
 /// Name of the unique constraint on normalised emails (see the migration).
 const EMAIL_CONSTRAINT: &str = "users_email_normalized_key";
@@ -48,12 +52,19 @@ pub struct UserChanges {
 #[derive(Clone, Debug)]
 pub struct UserStore {
     db: Database,
+    outbox: Outbox,
 }
 
 impl UserStore {
     /// A store over `db`, whose migrations have been applied.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        let outbox = Outbox::new(db.clone(), "user");
+        Self { db, outbox }
+    }
+
+    /// The outbox the user events go to, for the event feed.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Inserts a new user; EMAIL_TAKEN when the email is in use.
@@ -73,6 +84,7 @@ impl UserStore {
             created_at: now,
             updated_at: now,
         };
+        let mut tx = self.db.pool().begin().await?;
         sqlx::query(concat!(
             "INSERT INTO users (",
             columns!(),
@@ -86,9 +98,15 @@ impl UserStore {
         .bind(password_hash)
         .bind(now)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(map_write_error)?;
+        let appended = self
+            .outbox
+            .append(&mut tx, &[events::registered(&user)])
+            .await?;
+        tx.commit().await?;
+        self.outbox.committed(appended);
         Ok(user)
     }
 
@@ -150,11 +168,18 @@ impl UserStore {
 
     /// Deletes a user; false when there was none.
     pub async fn delete(&self, id: UserId) -> Result<bool, UserError> {
+        let mut tx = self.db.pool().begin().await?;
         let result = sqlx::query("DELETE FROM users WHERE user_id = $1")
             .bind(id.to_string())
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await?;
-        Ok(result.rows_affected() > 0)
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let appended = self.outbox.append(&mut tx, &[events::deleted(id)]).await?;
+        tx.commit().await?;
+        self.outbox.committed(appended);
+        Ok(true)
     }
 
     /// Up to `limit` users with ids after `after`, oldest first (UUIDv7 ids sort

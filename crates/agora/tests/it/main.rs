@@ -3,6 +3,7 @@
 //! and what its users run against it: grpcurl, grpc_health_probe, the
 //! README's and the banner's command lines.
 
+mod events;
 mod grpcurl;
 mod probe_table;
 mod readme;

@@ -2,6 +2,7 @@
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
+use agora_interceptors::outbox::Outbox;
 use sqlx::Row;
 
 use super::{begin_write, product_columns, product_from_row, retrying};
@@ -9,17 +10,20 @@ use crate::domain::{
     Adjustment, AdjustmentReason, MAX_ON_HAND, NewProduct, Product, Sku, StockDelta,
 };
 use crate::error::InventoryError;
+use crate::events;
 
 /// Reads and writes products and their stock counts.
 #[derive(Clone, Debug)]
 pub struct Catalog {
     db: Database,
+    outbox: Outbox,
 }
 
 impl Catalog {
-    /// A catalogue over `db`, whose migrations have been applied.
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    /// A catalogue over `db`, whose migrations have been applied; its
+    /// events go to `outbox`.
+    pub fn new(db: Database, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Adds a product with no stock; SKU_TAKEN when the sku exists.
@@ -27,8 +31,8 @@ impl Catalog {
         let now = now_micros();
         let row = sqlx::query(concat!(
             "INSERT INTO products (sku, name, description, price_minor, currency_code, \
-             on_hand, reserved, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $6) RETURNING ",
+             on_hand, reserved, low_stock_threshold, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, 0, $7, $6, $6) RETURNING ",
             product_columns!()
         ))
         .bind(product.sku.as_str().to_owned())
@@ -37,6 +41,7 @@ impl Catalog {
         .bind(product.price.amount_minor())
         .bind(product.price.currency().code())
         .bind(now)
+        .bind(product.low_stock_threshold)
         .fetch_one(self.db.pool())
         .await
         .map_err(|error| match db::unique_violation(&error) {
@@ -174,7 +179,17 @@ impl Catalog {
             return Err(refusal(&product, adjustment.delta));
         };
         let product = product_from_row(&row)?;
+        let delta = adjustment.delta.get();
+        let mut changes = vec![events::adjusted(&product, delta)];
+        changes.extend(events::low(
+            &product.sku,
+            product.available(),
+            -delta,
+            product.low_stock_threshold,
+        ));
+        let appended = self.outbox.append(&mut tx, &changes).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         Ok(product)
     }
 }

@@ -80,7 +80,8 @@ where
 /// `&'static str` (sqlx refuses SQL built at run time).
 macro_rules! product_columns {
     () => {
-        "sku, name, description, price_minor, currency_code, on_hand, reserved, created_at, updated_at"
+        "sku, name, description, price_minor, currency_code, on_hand, reserved, low_stock_threshold, \
+         created_at, updated_at"
     };
 }
 pub(crate) use product_columns;
@@ -96,6 +97,7 @@ pub(crate) fn product_from_row(row: &AnyRow) -> Result<Product, InventoryError> 
         price: Price::new(price_minor, currency).map_err(|_| corrupt("price", price_minor))?,
         on_hand: row.try_get("on_hand")?,
         reserved: row.try_get("reserved")?,
+        low_stock_threshold: row.try_get("low_stock_threshold")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

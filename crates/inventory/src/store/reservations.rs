@@ -13,6 +13,7 @@
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
+use agora_interceptors::outbox::{NewEvent, Outbox};
 use sqlx::{Any, Row, Transaction};
 
 use super::{begin_write, load_lines, load_reservation, retrying};
@@ -20,6 +21,7 @@ use crate::domain::{
     Currency, OrderId, RequestedLines, Reservation, ReservationState, ReservedLine, Ttl,
 };
 use crate::error::{InventoryError, Shortage};
+use crate::events;
 
 /// How many expired reservations one sweep pass reads at a time.
 const SWEEP_BATCH: i64 = 100;
@@ -28,12 +30,14 @@ const SWEEP_BATCH: i64 = 100;
 #[derive(Clone, Debug)]
 pub struct Reservations {
     db: Database,
+    outbox: Outbox,
 }
 
 impl Reservations {
-    /// Reservations over `db`, whose migrations have been applied.
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    /// Reservations over `db`, whose migrations have been applied; their
+    /// events go to `outbox`.
+    pub fn new(db: Database, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Holds `lines` for `order_id`, all or nothing, at the catalogue's
@@ -91,11 +95,13 @@ impl Reservations {
         let mut currencies = Vec::new();
         let mut unknown = Vec::new();
         let mut short = Vec::new();
+        let mut low = Vec::new();
         for (sku, quantity) in lines.iter() {
             let taken = sqlx::query(
                 "UPDATE products SET reserved = reserved + $1, updated_at = $2 \
                  WHERE sku = $3 AND on_hand - reserved >= $1 \
-                 RETURNING price_minor, currency_code",
+                 RETURNING price_minor, currency_code, on_hand - reserved AS available, \
+                   low_stock_threshold",
             )
             .bind(quantity.get())
             .bind(now)
@@ -103,6 +109,12 @@ impl Reservations {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = taken {
+                low.extend(events::low(
+                    sku,
+                    row.try_get("available")?,
+                    quantity.get(),
+                    row.try_get("low_stock_threshold")?,
+                ));
                 let currency: String = row.try_get("currency_code")?;
                 currencies.push(currency);
                 reserved.push(ReservedLine {
@@ -168,7 +180,11 @@ impl Reservations {
         .bind(order_id.to_string())
         .execute(&mut *tx)
         .await?;
+        let mut changes = vec![events::reserved(order_id, &reserved)];
+        changes.append(&mut low);
+        let appended = self.outbox.append(&mut tx, &changes).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         Ok(Reservation {
             order_id,
             state: ReservationState::Held,
@@ -202,9 +218,11 @@ impl Reservations {
         if committed == 1 {
             // The sold units leave both counts; `reserved` covered them, so
             // the invariant holds line by line.
-            move_stock(&mut tx, order_id, now, Movement::Sell).await?;
+            let event = move_stock(&mut tx, order_id, now, Movement::Sell).await?;
             let reservation = load_reservation(&mut tx, order_id).await?;
+            let appended = self.outbox.append(&mut tx, &[event]).await?;
             tx.commit().await?;
+            self.outbox.committed(appended);
             return reservation.ok_or(InventoryError::ReservationNotFound(order_id));
         }
 
@@ -228,8 +246,10 @@ impl Reservations {
                 // Past its expiry but not swept yet: expire it now, so the
                 // answer and the stock agree with what the sweeper would do.
                 let expired = expire_in(&mut tx, order_id, now).await?;
+                let appended = self.outbox.append(&mut tx, expired.as_slice()).await?;
                 tx.commit().await?;
-                if expired {
+                self.outbox.committed(appended);
+                if expired.is_some() {
                     tracing::info!(%order_id, "reservation expired at commit");
                 }
                 Err(InventoryError::NotCommittable {
@@ -252,6 +272,7 @@ impl Reservations {
         let mut tx = begin_write(&self.db).await?;
         // Two conditional transitions, each from one state, tell which stock
         // to move without reading the state first.
+        let mut event = None;
         for (from, movement) in [
             (ReservationState::Held, Movement::Unhold),
             (ReservationState::Committed, Movement::Restock),
@@ -267,12 +288,14 @@ impl Reservations {
             .await?
             .rows_affected();
             if released == 1 {
-                move_stock(&mut tx, order_id, now, movement).await?;
+                event = Some(move_stock(&mut tx, order_id, now, movement).await?);
                 break;
             }
         }
         let reservation = load_reservation(&mut tx, order_id).await?;
+        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         reservation.ok_or(InventoryError::ReservationNotFound(order_id))
     }
 
@@ -303,9 +326,11 @@ impl Reservations {
                 // The list above is only a hint; the transition re-checks.
                 let done = retrying("expiring a reservation", move || async move {
                     let mut tx = begin_write(&self.db).await?;
-                    let done = expire_in(&mut tx, order_id, now).await?;
+                    let expired = expire_in(&mut tx, order_id, now).await?;
+                    let appended = self.outbox.append(&mut tx, expired.as_slice()).await?;
                     tx.commit().await?;
-                    Ok(done)
+                    self.outbox.committed(appended);
+                    Ok(expired.is_some())
                 })
                 .await?;
                 if done {
@@ -321,12 +346,13 @@ impl Reservations {
 }
 
 /// Moves a HELD reservation past `now` to EXPIRED and unholds its units, in
-/// `tx`. False when it was not HELD or not yet due (someone else acted).
+/// `tx`, returning its StockReleased event. `None` when it was not HELD or
+/// not yet due (someone else acted).
 async fn expire_in(
     tx: &mut Transaction<'static, Any>,
     order_id: OrderId,
     now: i64,
-) -> Result<bool, InventoryError> {
+) -> Result<Option<NewEvent>, InventoryError> {
     let expired = sqlx::query(
         "UPDATE reservations SET state = 'EXPIRED', updated_at = $1 \
          WHERE order_id = $2 AND state = 'HELD' AND expires_at <= $1",
@@ -337,9 +363,9 @@ async fn expire_in(
     .await?
     .rows_affected();
     if expired == 1 {
-        move_stock(tx, order_id, now, Movement::Unhold).await?;
+        return Ok(Some(move_stock(tx, order_id, now, Movement::Unhold).await?));
     }
-    Ok(expired == 1)
+    Ok(None)
 }
 
 /// What a reservation's state change does to its products' counts.
@@ -353,13 +379,14 @@ enum Movement {
     Restock,
 }
 
-/// Applies `movement` for every line of `order_id`, in sku order.
+/// Applies `movement` for every line of `order_id`, in sku order, and
+/// returns the event saying so (StockCommitted or StockReleased).
 async fn move_stock(
     tx: &mut Transaction<'static, Any>,
     order_id: OrderId,
     now: i64,
     movement: Movement,
-) -> Result<(), InventoryError> {
+) -> Result<NewEvent, InventoryError> {
     let statement = match movement {
         Movement::Sell => {
             "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1, \
@@ -372,7 +399,8 @@ async fn move_stock(
             "UPDATE products SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3"
         }
     };
-    for line in load_lines(tx, order_id).await? {
+    let lines = load_lines(tx, order_id).await?;
+    for line in &lines {
         let moved = sqlx::query(statement)
             .bind(line.quantity.get())
             .bind(now)
@@ -388,5 +416,9 @@ async fn move_stock(
             .into());
         }
     }
-    Ok(())
+    Ok(match movement {
+        Movement::Sell => events::committed(order_id, &lines),
+        Movement::Unhold => events::released(order_id, &lines, false),
+        Movement::Restock => events::released(order_id, &lines, true),
+    })
 }

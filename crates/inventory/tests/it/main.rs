@@ -3,6 +3,7 @@
 //! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod catalog;
+mod events;
 mod expiry;
 mod logs;
 mod metrics;

@@ -6,8 +6,11 @@
 mod api;
 mod crash;
 mod e2e;
+mod events;
 mod lease;
 mod metrics;
+#[cfg(feature = "nats")]
+mod nats;
 mod page_tokens;
 mod recovery;
 mod suite;

@@ -6,6 +6,8 @@
 //! guards itself with a condition in its `WHERE` clause: the state it expects,
 //! and the fencing token (`attempts`) of the lease under which the provider was
 //! called. Nothing reads a row, awaits something else, and writes it back.
+//! Resolving a charge or a refund also appends its domain event
+//! ([`crate::events`]) to the outbox, in the same transaction.
 //!
 //! - `payments`: `payments` and their history, `payment_transitions`.
 //! - `refunds`: `refunds`, and the reservation each holds on its payment.
@@ -17,6 +19,7 @@ mod payments;
 mod refunds;
 
 use agora_interceptors::db::Database;
+use agora_interceptors::outbox::Outbox;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, Transaction};
 
@@ -32,6 +35,7 @@ pub use refunds::{InsertRefundError, RefundResolution};
 #[derive(Clone, Debug)]
 pub struct PaymentStore {
     db: Database,
+    outbox: Outbox,
 }
 
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
@@ -42,7 +46,14 @@ type Decode<T> = fn(&AnyRow) -> Result<T, PaymentError>;
 impl PaymentStore {
     /// A store over `db`, whose migrations have been applied.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        let outbox = Outbox::new(db.clone(), "payment");
+        Self { db, outbox }
+    }
+
+    /// The outbox the payment events go to (written in the transaction of
+    /// the change that causes them), for the event feed.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Every row `select` finds with `key` bound to `$1`, decoded.

@@ -13,6 +13,7 @@ use super::refunds::{refund_columns, refund_from_row, select_refunds};
 use super::{AnyQuery, PaymentStore, money, parse_stored};
 use crate::domain::{ChargeCommand, OrderId, Payment, PaymentId, PaymentState, Transition, UserId};
 use crate::error::PaymentError;
+use crate::events;
 
 /// The payment columns every query reads, as a literal so queries stay
 /// `&'static str` (sqlx refuses SQL built at run time).
@@ -299,7 +300,29 @@ impl PaymentStore {
             now,
         )
         .await?;
+        let row = sqlx::query(
+            "SELECT order_id, user_id, amount_minor, currency_code FROM payments \
+             WHERE payment_id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = events::charge_resolved(
+            id,
+            events::Owner {
+                order_id: row.try_get("order_id")?,
+                user_id: row.try_get("user_id")?,
+            },
+            resolution.state,
+            &resolution.reason,
+            events::Amount {
+                minor: row.try_get("amount_minor")?,
+                currency: row.try_get("currency_code")?,
+            },
+        );
+        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
         tx.commit().await?;
+        self.outbox.committed(appended);
         Ok(true)
     }
 

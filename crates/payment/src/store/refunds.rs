@@ -11,6 +11,7 @@ use super::payments::{append_transition, stored_payment_state};
 use super::{PaymentStore, money, parse_stored};
 use crate::domain::{PaymentId, Refund, RefundCommand, RefundId, RefundState};
 use crate::error::PaymentError;
+use crate::events;
 
 /// The refund columns every query reads, as a literal so queries stay
 /// `&'static str`.
@@ -168,6 +169,7 @@ impl PaymentStore {
         let Some(mut tx) = self.begin_guarded(record).await? else {
             return Ok(false);
         };
+        let mut appended = 0;
         match resolution {
             RefundResolution::Succeeded { .. } => {
                 let row = sqlx::query(
@@ -176,7 +178,7 @@ impl PaymentStore {
                        state = CASE WHEN refunded_minor + $2 = amount_minor \
                                     THEN 'REFUNDED' ELSE 'PARTIALLY_REFUNDED' END, \
                        updated_at = $3 \
-                     WHERE payment_id = $1 RETURNING state",
+                     WHERE payment_id = $1 RETURNING state, order_id, user_id",
                 )
                 .bind(refund.payment_id.to_string())
                 .bind(refund.amount.amount.get())
@@ -186,6 +188,19 @@ impl PaymentStore {
                 let state = stored_payment_state(row.try_get("state")?)?;
                 let note = format!("refund {}", refund.id);
                 append_transition(&mut tx, refund.payment_id, state, note, now).await?;
+                let event = events::refunded(
+                    refund.payment_id,
+                    events::Owner {
+                        order_id: row.try_get("order_id")?,
+                        user_id: row.try_get("user_id")?,
+                    },
+                    refund.id,
+                    events::Amount {
+                        minor: refund.amount.amount.get(),
+                        currency: refund.amount.currency.to_string(),
+                    },
+                );
+                appended = self.outbox.append(&mut tx, &[event]).await?;
             }
             RefundResolution::Failed { .. } => {
                 sqlx::query(
@@ -200,6 +215,7 @@ impl PaymentStore {
             }
         }
         tx.commit().await?;
+        self.outbox.committed(appended);
         Ok(true)
     }
 }

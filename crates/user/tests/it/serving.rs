@@ -50,7 +50,9 @@ backend_test! {
 backend_test! {
     async fn reflection_lists_the_same_services_in_both_versions(db: &TestDatabase) {
         let app = spawn_app(db).await;
+        // Every service serves its event feed beside its own API.
         let expected = [
+            "agora.events.v1.EventFeedService",
             "agora.user.v1.UserService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",

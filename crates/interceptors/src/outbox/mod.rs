@@ -1,0 +1,418 @@
+//! The transactional outbox every service writes its domain events to, and
+//! the `agora.events.v1.EventFeedService` that serves them.
+//!
+//! **Writing.** A service appends its events with [`Outbox::append`] inside
+//! the transaction of the state change that causes them, as the last writes
+//! before the commit, then calls [`Outbox::committed`] once the commit
+//! succeeded. A change that commits therefore always has its events, and one
+//! that rolls back never has. Each service's migrations create the tables
+//! (`outbox`, `outbox_head`, `outbox_sequences`), identical in every service.
+//!
+//! **Order.** Every event gets a *position*, taken from the one-row
+//! `outbox_head` counter inside the writing transaction. The counter's row
+//! stays locked until that transaction ends, so positions are handed out in
+//! commit order with no gaps (PostgreSQL: writers of events queue on that
+//! row for the length of their commit; SQLite has one writer anyway): a
+//! reader that has seen position `p` never later finds a committed event
+//! below `p`. That is what makes the position a safe cursor. Each event also
+//! gets a per-aggregate `sequence` (1, 2, 3 … per subject) from
+//! `outbox_sequences`.
+//!
+//! **Followers** ([`Outbox::follow`], the feed) wake on this process's
+//! commits through a `tokio::sync::watch` channel (a wake-up is never lost:
+//! the channel remembers it until read), and re-read the table every
+//! [`FOLLOW_FALLBACK`] for commits made by other replicas.
+//!
+//! **Retention.** [`Outbox::prune`] deletes events older than the retention
+//! (`AGORA_EVENT_RETENTION`), published or not once they are that old, and
+//! records the last pruned position, so a cursor from before it is refused
+//! (OUT_OF_RANGE) instead of silently skipping events.
+
+mod feed;
+#[cfg(feature = "nats")]
+pub mod relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::events::v1 as pb;
+use agora_proto::events::v1::event::Payload;
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+use sqlx::Row;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::time::{now_micros, timestamp_from_micros};
+use crate::db::Database;
+use crate::metrics::GrpcMetrics;
+
+pub use feed::{EventFeed, FEED_POLICY, FeedServer};
+
+/// How often a follower re-reads the outbox without a local wake-up, to see
+/// what other replicas of the service committed.
+pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
+
+/// How often expired events are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where the relay publishes.
+#[derive(Clone, Debug)]
+pub struct RelaySettings {
+    /// The NATS server, `nats://host:port`.
+    pub url: String,
+    /// Put before every subject and stream name (`AGORA_NATS_SUBJECT_PREFIX`).
+    pub prefix: String,
+}
+
+impl RelaySettings {
+    /// The stream of a context: `AGORA_ORDER` for `agora/order` (after the
+    /// prefix, upper-cased, with `.` and `-` as `_`).
+    pub fn stream_name(&self, source: &str) -> String {
+        format!(
+            "{}AGORA_{}",
+            self.prefix,
+            source.trim_start_matches("agora/")
+        )
+        .to_ascii_uppercase()
+        .replace(['.', '-', ' ', '*', '>'], "_")
+    }
+
+    /// The subjects of a context's stream: `<prefix>agora.<context>.>`.
+    pub fn stream_subjects(&self, source: &str) -> String {
+        format!("{}{}.>", self.prefix, source.replace('/', "."))
+    }
+
+    /// The subject of an event of `event_type`: `<prefix><event_type>`.
+    pub fn subject(&self, event_type: &str) -> String {
+        format!("{}{event_type}", self.prefix)
+    }
+}
+
+/// One event to append: what happened to which aggregate. The envelope (id,
+/// source, type, time, sequence, trace context) is filled in by
+/// [`Outbox::append`].
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// The id of the aggregate the event is about (CloudEvents `subject`).
+    pub subject: String,
+    /// What happened.
+    pub payload: Payload,
+}
+
+impl NewEvent {
+    /// An event about `subject`.
+    pub fn new(subject: impl Into<String>, payload: Payload) -> Self {
+        Self {
+            subject: subject.into(),
+            payload,
+        }
+    }
+}
+
+/// An event as stored, with its position.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// Where it is in the outbox: the cursor after it.
+    pub position: i64,
+    /// The event.
+    pub event: pb::Event,
+}
+
+impl StoredEvent {
+    /// The cursor to resume after this event.
+    pub fn cursor(&self) -> String {
+        Cursor(self.position).to_string()
+    }
+}
+
+/// A position in the outbox as a consumer holds it: opaque to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor(pub i64);
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        s.strip_prefix('p')
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .map(Cursor)
+            .ok_or(())
+    }
+}
+
+/// The type of an event with this payload: `agora.<context>.<EventName>`,
+/// which is also its NATS subject.
+pub fn event_type(payload: &Payload) -> &'static str {
+    match payload {
+        Payload::OrderPlaced(_) => "agora.order.OrderPlaced",
+        Payload::OrderConfirmed(_) => "agora.order.OrderConfirmed",
+        Payload::OrderFailed(_) => "agora.order.OrderFailed",
+        Payload::OrderCancelled(_) => "agora.order.OrderCancelled",
+        Payload::PaymentCaptured(_) => "agora.payment.PaymentCaptured",
+        Payload::PaymentRefunded(_) => "agora.payment.PaymentRefunded",
+        Payload::PaymentFailed(_) => "agora.payment.PaymentFailed",
+        Payload::StockReserved(_) => "agora.inventory.StockReserved",
+        Payload::StockCommitted(_) => "agora.inventory.StockCommitted",
+        Payload::StockReleased(_) => "agora.inventory.StockReleased",
+        Payload::StockAdjusted(_) => "agora.inventory.StockAdjusted",
+        Payload::StockLow(_) => "agora.inventory.StockLow",
+        Payload::UserRegistered(_) => "agora.user.UserRegistered",
+        Payload::UserDeleted(_) => "agora.user.UserDeleted",
+    }
+}
+
+/// What a reader found after a cursor.
+#[derive(Debug)]
+pub enum Batch {
+    /// Events after the cursor, oldest first (possibly none).
+    Events(Vec<StoredEvent>),
+    /// The cursor is older than retention: events after it were pruned.
+    /// Resuming from `oldest` is possible, knowing events were missed.
+    Expired {
+        /// The oldest cursor still valid.
+        oldest: Cursor,
+    },
+    /// The cursor is ahead of anything this outbox wrote: not one of its.
+    Unknown,
+}
+
+/// A service's outbox. Cheap to clone: clones share the wake-up channel.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    db: Database,
+    source: &'static str,
+    commits: Arc<watch::Sender<u64>>,
+    written: Counter,
+}
+
+impl Outbox {
+    /// The outbox of the `context` service (`"order"`, `"payment"` …) in
+    /// `db`, whose migrations created the outbox tables.
+    pub fn new(db: Database, context: &'static str) -> Self {
+        let source: &'static str = Box::leak(format!("agora/{context}").into_boxed_str());
+        Self {
+            db,
+            source,
+            commits: Arc::new(watch::channel(0).0),
+            written: Counter::default(),
+        }
+    }
+
+    /// The CloudEvents `source` of this outbox's events (`agora/<context>`).
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Reports `agora_events_written_total` on `metrics`.
+    pub fn register_metrics(&self, metrics: &GrpcMetrics) {
+        metrics.register(
+            "agora_events_written",
+            "Domain events committed to this service's outbox",
+            self.written.clone(),
+        );
+    }
+
+    /// Appends `events` inside `tx`, the transaction of the change that
+    /// causes them; call it as the transaction's last writes (it takes the
+    /// outbox's position lock, held until the transaction ends). Returns how
+    /// many were appended, for [`Outbox::committed`].
+    pub async fn append(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        events: &[NewEvent],
+    ) -> Result<usize, sqlx::Error> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let now = now_micros();
+        let (traceparent, tracestate) = current_trace_context();
+        for new in events {
+            let sequence: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox_sequences (subject, last_sequence) VALUES ($1, 1) \
+                 ON CONFLICT (subject) DO UPDATE \
+                 SET last_sequence = outbox_sequences.last_sequence + 1 \
+                 RETURNING last_sequence",
+            )
+            .bind(new.subject.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+            let position: i64 = sqlx::query_scalar(
+                "UPDATE outbox_head SET position = position + 1 WHERE id = 1 RETURNING position",
+            )
+            .fetch_one(&mut **tx)
+            .await?;
+            let kind = event_type(&new.payload);
+            let event = pb::Event {
+                id: uuid::Uuid::now_v7().to_string(),
+                source: self.source.to_owned(),
+                r#type: kind.to_owned(),
+                subject: new.subject.clone(),
+                time: Some(timestamp_from_micros(now)),
+                sequence,
+                traceparent: traceparent.clone(),
+                tracestate: tracestate.clone(),
+                payload: Some(new.payload.clone()),
+            };
+            sqlx::query(
+                "INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(position)
+            .bind(event.id.clone())
+            .bind(kind)
+            .bind(new.subject.clone())
+            .bind(sequence)
+            .bind(event.encode_to_vec())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(events.len())
+    }
+
+    /// Tells followers that a transaction holding `appended` events (from
+    /// [`Outbox::append`]) committed. Call it after the commit; a change
+    /// without events need not call it.
+    pub fn committed(&self, appended: usize) {
+        if appended > 0 {
+            self.written.inc_by(appended as u64);
+            self.commits.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// A receiver that changes on every local commit with events.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Up to `limit` events after `after` (all of them when `after` is
+    /// `None`: from the oldest kept), oldest first; or why there are none.
+    pub async fn read_after(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Batch, sqlx::Error> {
+        // One transaction: the horizon and the rows from one snapshot.
+        let mut tx = self.db.pool().begin().await?;
+        let head = sqlx::query("SELECT position, pruned_through FROM outbox_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let head_position: i64 = head.try_get("position")?;
+        let pruned_through: i64 = head.try_get("pruned_through")?;
+        let after = after.map_or(pruned_through, |cursor| cursor.0);
+        if after < pruned_through {
+            return Ok(Batch::Expired {
+                oldest: Cursor(pruned_through),
+            });
+        }
+        if after > head_position {
+            return Ok(Batch::Unknown);
+        }
+        let rows = sqlx::query(
+            "SELECT position, event FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let position: i64 = row.try_get("position")?;
+                let bytes: Vec<u8> = row.try_get("event")?;
+                let event = pb::Event::decode(bytes.as_slice())
+                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+                Ok(StoredEvent { position, event })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map(Batch::Events)
+    }
+
+    /// Deletes the events committed before `before` (µs since the epoch) and
+    /// moves the retention horizon past them; with `keep_unpublished` (a
+    /// NATS relay runs), never past an event not yet published. Returns how
+    /// many were deleted.
+    pub async fn prune(&self, before: i64, keep_unpublished: bool) -> Result<u64, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(position) FROM outbox WHERE created_at < $1")
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(mut last) = last else {
+            return Ok(0);
+        };
+        if keep_unpublished {
+            let first_unpublished: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(position) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if let Some(first) = first_unpublished {
+                last = last.min(first - 1);
+            }
+        }
+        let deleted = sqlx::query("DELETE FROM outbox WHERE position <= $1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "UPDATE outbox_head SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1",
+        )
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Prunes events older than `retention` now and every minute until
+    /// `stop` (a [`crate::ServiceHost`] background task).
+    pub async fn prune_every_minute(
+        self,
+        retention: Duration,
+        keep_unpublished: bool,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let before = now_micros().saturating_sub(retention.as_micros() as i64);
+            match self.prune(before, keep_unpublished).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "pruned events older than the retention"),
+                Err(error) => tracing::warn!(%error, "pruning the outbox failed; will retry"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// The W3C trace context current on this task, as `traceparent` and
+/// `tracestate` (empty when there is none).
+fn current_trace_context() -> (String, String) {
+    let mut headers = http::HeaderMap::new();
+    crate::trace::inject(&opentelemetry::Context::current(), &mut headers);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (get("traceparent"), get("tracestate"))
+}

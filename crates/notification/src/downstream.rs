@@ -1,0 +1,272 @@
+//! The event feeds this service consumes (`agora.events.v1.EventFeedService`
+//! of the order and payment services), called through the shared calling
+//! stack with this service's `service`-role credentials. Generated types
+//! stop here and in [`crate::events`]: a feed yields [`Delivery`] values.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_interceptors::client::{BearerSource, Downstream, DownstreamChannel};
+use agora_interceptors::metrics::GrpcMetrics;
+use agora_proto::events::v1 as pb;
+use agora_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
+use futures::{Stream, StreamExt};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::domain::Delivery;
+use crate::events;
+
+/// How long one Subscribe stream may stay open; the consumer then
+/// reconnects from its cursor, which loses and repeats nothing.
+const STREAM_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Why a feed did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The cursor is older than the producer's retention: events were
+    /// pruned unseen. Resuming from `oldest` is possible.
+    #[error("the cursor is past the feed's retention; the oldest cursor is {oldest}")]
+    Expired {
+        /// The oldest cursor the feed still serves.
+        oldest: String,
+    },
+    /// Anything else (the producer is down, a network error): try again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One producer's feed, filtered to the types this service consumes.
+#[derive(Clone, Debug)]
+pub struct Feed {
+    /// The producer's CloudEvents source, e.g. `agora/order` (the key of
+    /// its stored cursor).
+    pub source: &'static str,
+    client: EventFeedServiceClient<DownstreamChannel>,
+    types: &'static [&'static str],
+}
+
+impl Feed {
+    /// The order service's feed at `url`.
+    pub fn order(
+        url: &str,
+        credentials: Arc<dyn BearerSource>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        metrics: &GrpcMetrics,
+    ) -> anyhow::Result<Self> {
+        Self::connect(
+            "agora/order",
+            url,
+            events::ORDER_TYPES,
+            credentials,
+            tls,
+            metrics,
+        )
+    }
+
+    /// The payment service's feed at `url`.
+    pub fn payment(
+        url: &str,
+        credentials: Arc<dyn BearerSource>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        metrics: &GrpcMetrics,
+    ) -> anyhow::Result<Self> {
+        Self::connect(
+            "agora/payment",
+            url,
+            events::PAYMENT_TYPES,
+            credentials,
+            tls,
+            metrics,
+        )
+    }
+
+    fn connect(
+        source: &'static str,
+        url: &str,
+        types: &'static [&'static str],
+        credentials: Arc<dyn BearerSource>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        metrics: &GrpcMetrics,
+    ) -> anyhow::Result<Self> {
+        let channel = Downstream::builder(source.trim_start_matches("agora/"), url)
+            .default_deadline(STREAM_DEADLINE)
+            .tls(tls)
+            .bearer(credentials)
+            .metrics(metrics)
+            .build()?;
+        Ok(Self {
+            source,
+            client: EventFeedServiceClient::new(channel),
+            types,
+        })
+    }
+
+    /// The events after `cursor` (from the oldest kept when empty), then new
+    /// ones as they commit, until the stream ends or fails.
+    pub async fn subscribe(
+        &self,
+        cursor: &str,
+    ) -> Result<impl Stream<Item = Result<Delivery, FeedError>> + Send + use<>, FeedError> {
+        let request = pb::SubscribeRequest {
+            cursor: cursor.to_owned(),
+            types: self.types.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        let stream = self
+            .client
+            .clone()
+            .subscribe(request)
+            .await
+            .map_err(feed_error)?
+            .into_inner();
+        Ok(stream.map(|message| {
+            let message = message.map_err(feed_error)?;
+            let event = message
+                .event
+                .ok_or_else(|| FeedError::Unavailable("a feed message without an event".into()))?;
+            Ok(events::delivery(event, message.cursor))
+        }))
+    }
+}
+
+fn feed_error(status: tonic::Status) -> FeedError {
+    if status.code() == Code::OutOfRange
+        && let Some(info) = status.get_details_error_info()
+        && let Some(oldest) = info.metadata.get("oldest_cursor")
+    {
+        return FeedError::Expired {
+            oldest: oldest.clone(),
+        };
+    }
+    FeedError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
+}
+
+#[cfg(feature = "nats")]
+pub use jetstream::{DURABLE, JetStreamDelivery, JetStreamFeed};
+
+/// The producers' JetStream streams (feature `nats`).
+#[cfg(feature = "nats")]
+mod jetstream {
+    use std::time::Duration;
+
+    use agora_proto::events::v1 as pb;
+    use futures::{Stream, StreamExt};
+    use prost::Message;
+
+    use super::FeedError;
+    use crate::domain::Delivery;
+    use crate::events;
+
+    /// The name of the JetStream durable consumer this service reads with.
+    pub const DURABLE: &str = "agora-notification";
+
+    /// One message of a JetStream durable consumer, to acknowledge once it is
+    /// recorded.
+    pub struct JetStreamDelivery {
+        /// The event.
+        pub delivery: Delivery,
+        message: async_nats::jetstream::Message,
+    }
+
+    impl std::fmt::Debug for JetStreamDelivery {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("JetStreamDelivery")
+                .field("event_id", &self.delivery.event_id)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl JetStreamDelivery {
+        /// Tells JetStream the event is processed: it is not redelivered.
+        pub async fn ack(&self) -> Result<(), FeedError> {
+            self.message
+                .ack()
+                .await
+                .map_err(|e| FeedError::Unavailable(format!("acknowledging: {e}")))
+        }
+    }
+
+    /// A producer's JetStream stream (`AGORA_<CONTEXT>`, created by its relay),
+    /// read with the durable pull consumer [`DURABLE`]: JetStream keeps the
+    /// position, and redelivers what was not acknowledged.
+    #[derive(Clone, Debug)]
+    pub struct JetStreamFeed {
+        /// The producer's CloudEvents source, e.g. `agora/order`.
+        pub source: &'static str,
+        settings: agora_interceptors::outbox::relay::RelaySettings,
+    }
+
+    impl JetStreamFeed {
+        /// The feed of `source` on the NATS server of `settings`.
+        pub fn new(
+            source: &'static str,
+            settings: agora_interceptors::outbox::relay::RelaySettings,
+        ) -> Self {
+            Self { source, settings }
+        }
+
+        /// The durable consumer's messages, oldest unacknowledged first.
+        pub async fn messages(
+            &self,
+        ) -> Result<
+            impl Stream<Item = Result<JetStreamDelivery, FeedError>> + Send + use<>,
+            FeedError,
+        > {
+            use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+            let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+                FeedError::Unavailable(format!("{what}: {e}"))
+            };
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(self.settings.url.as_str())
+                .await
+                .map_err(|e| unavailable("connecting to NATS", &e))?;
+            let js = async_nats::jetstream::new(client);
+            let stream = js
+                .get_stream(self.settings.stream_name(self.source))
+                .await
+                .map_err(|e| unavailable("finding the stream", &e))?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    DURABLE,
+                    pull::Config {
+                        durable_name: Some(DURABLE.to_owned()),
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(30),
+                        filter_subject: self.settings.stream_subjects(self.source),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| unavailable("creating the durable consumer", &e))?;
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| unavailable("reading the durable consumer", &e))?;
+            let source = self.source;
+            Ok(messages.map(move |message| {
+                let message =
+                    message.map_err(|e| FeedError::Unavailable(format!("JetStream: {e}")))?;
+                let delivery = match pb::Event::decode(message.payload.as_ref()) {
+                    Ok(event) => events::delivery(event, String::new()),
+                    // Not an event: a dead letter, so it cannot stall the stream.
+                    Err(error) => Delivery {
+                        event_id: message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .map(|id| id.to_string())
+                            .unwrap_or_else(|| format!("{}:{}", message.subject, message.length)),
+                        source: source.to_owned(),
+                        event_type: message.subject.to_string(),
+                        cursor: String::new(),
+                        encoded: message.payload.to_vec(),
+                        notification: Err(format!("undecodable event: {error}")),
+                    },
+                };
+                Ok(JetStreamDelivery { delivery, message })
+            }))
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Consuming the order and payment feeds: one notification per confirmed,
+//! failed and cancelled order and per refund; exactly one per event through
+//! a crash; dead letters after bounded tries, visible and replayable.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agora_proto::notification::v1 as pb;
+use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use agora_testkit::{backend_test, with_token};
+use tonic::Code;
+
+use crate::support::*;
+
+backend_test! {
+    async fn each_outcome_and_refund_notifies_its_customer_once(db: &TestDatabase) {
+        let suite = TestSuite::start(db, SuiteOptions::default()).await;
+        suite.product("MUG", 1200, 10).await;
+        let (ada, ada_token) = customer(&suite, "ada@example.com").await;
+        let (_, bob_token) = customer(&suite, "bob@example.com").await;
+        let notifier = TestNotifier::default();
+        let notes_db = TestDatabase::like(db).await;
+        let server = start_notification(&suite, &notes_db, notifier.clone(), 3).await;
+
+        let confirmed = place(&suite, &ada_token, "MUG", "tok_visa").await;
+        let failed = place(&suite, &ada_token, "MUG", "tok_declined").await;
+        cancel(&suite, &ada_token, &confirmed.order_id).await;
+
+        let got = wait_for_notifications(&server, &ada_token, 4).await;
+        let mut kinds: Vec<_> = got.iter().map(|n| (n.kind(), n.order_id.clone())).collect();
+        kinds.sort();
+        let mut want = vec![
+            (pb::NotificationKind::OrderConfirmed, confirmed.order_id.clone()),
+            (pb::NotificationKind::OrderFailed, failed.order_id.clone()),
+            (pb::NotificationKind::OrderCancelled, confirmed.order_id.clone()),
+            (pb::NotificationKind::PaymentRefunded, confirmed.order_id.clone()),
+        ];
+        want.sort();
+        assert_eq!(kinds, want);
+        assert!(got.iter().all(|n| n.user_id == ada && n.send_time.is_some()));
+        // Newest first.
+        let ids: Vec<_> = got.iter().map(|n| n.event_id.clone()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(ids, sorted);
+        assert_eq!(notifier.recorded.sent().len(), 4);
+
+        // Bob sees none of Ada's; an admin sees them all, or Ada's alone.
+        assert!(notifications(&server, &bob_token, "").await.is_empty());
+        let mut client = NotificationServiceClient::new(server.channel());
+        let status = client
+            .list_notifications(with_token(pb::ListNotificationsRequest { user_id: ada.clone(), ..Default::default() }, &bob_token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let admin = suite.keys.admin_token();
+        assert_eq!(notifications(&server, &admin, "").await.len(), 4);
+        assert_eq!(notifications(&server, &admin, &ada).await.len(), 4);
+        server.stop().await;
+        notes_db.cleanup().await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_crash_mid_batch_leaves_exactly_one_notification_per_confirmed_order(db: &TestDatabase) {
+        let suite = TestSuite::start(db, SuiteOptions::default()).await;
+        suite.product("MUG", 100, 100).await;
+        let (_, token) = customer(&suite, "ada@example.com").await;
+        let mut orders = Vec::new();
+        for _ in 0..8 {
+            orders.push(place(&suite, &token, "MUG", "tok_visa").await.order_id);
+        }
+        let notes_db = TestDatabase::like(db).await;
+
+        // A slow notifier: the crash lands in the middle of the backlog.
+        let first = TestNotifier { delay: Duration::from_millis(40), ..Default::default() };
+        let server = start_notification(&suite, &notes_db, first.clone(), 3).await;
+        agora_testkit::eventually("some notifications sent", Duration::from_secs(30), || {
+            let sent = first.recorded.sent().len();
+            async move { (sent >= 3).then_some(()) }
+        })
+        .await;
+        server.crash().await;
+        let before_crash = first.recorded.sent().len();
+        assert!(before_crash < 8, "the crash came after the whole batch");
+
+        let second = TestNotifier::default();
+        let server = start_notification(&suite, &notes_db, second.clone(), 3).await;
+        let got = wait_for_notifications(&server, &token, 8).await;
+        let mut notified: Vec<_> = got.iter().map(|n| n.order_id.clone()).collect();
+        notified.sort();
+        orders.sort();
+        assert_eq!(notified, orders, "exactly one notification per confirmed order");
+        assert!(got.iter().all(|n| n.kind() == pb::NotificationKind::OrderConfirmed));
+        // What was recorded before the crash was not sent again (at most the
+        // one in flight when it crashed is).
+        assert!(second.recorded.sent().len() <= 8 - before_crash + 1, "{} resent", second.recorded.sent().len());
+        server.stop().await;
+        notes_db.cleanup().await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_notification_that_keeps_failing_is_dead_lettered_then_replayed(db: &TestDatabase) {
+        let suite = TestSuite::start(db, SuiteOptions::default()).await;
+        suite.product("MUG", 100, 100).await;
+        let (ada, ada_token) = customer(&suite, "ada@example.com").await;
+        let (_, bob_token) = customer(&suite, "bob@example.com").await;
+        let notifier = TestNotifier::default();
+        *notifier.failing_user.lock().unwrap() = ada.clone();
+        notifier.failing.store(true, Ordering::SeqCst);
+        let notes_db = TestDatabase::like(db).await;
+        let server = start_notification(&suite, &notes_db, notifier.clone(), 3).await;
+
+        let ada_order = place(&suite, &ada_token, "MUG", "tok_visa").await;
+        // The feed moves on past the dead letter.
+        let bob_order = place(&suite, &bob_token, "MUG", "tok_visa").await;
+        let bobs = wait_for_notifications(&server, &bob_token, 1).await;
+        assert_eq!(bobs[0].order_id, bob_order.order_id);
+        assert!(notifications(&server, &ada_token, "").await.is_empty());
+
+        let admin = suite.keys.admin_token();
+        let mut client = NotificationServiceClient::new(server.channel());
+        let dead = client
+            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .dead_letters;
+        assert_eq!(dead.len(), 1, "{dead:#?}");
+        assert_eq!(dead[0].attempts, 3);
+        assert_eq!(dead[0].event_type, "agora.order.OrderConfirmed");
+        assert_eq!(dead[0].source, "agora/order");
+        assert!(dead[0].last_error.contains("refused"), "{dead:#?}");
+        // Customers may not see or replay dead letters.
+        let status = client
+            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &ada_token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+
+        // Still failing: the replay fails and the dead letter stays.
+        let replay = pb::ReplayDeadLetterRequest { event_id: dead[0].event_id.clone() };
+        let status = client.replay_dead_letter(with_token(replay.clone(), &admin)).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        // Fixed: the replay sends it, once.
+        notifier.failing.store(false, Ordering::SeqCst);
+        let sent = client.replay_dead_letter(with_token(replay.clone(), &admin)).await.unwrap().into_inner();
+        assert_eq!(sent.notification.unwrap().order_id, ada_order.order_id);
+        let status = client.replay_dead_letter(with_token(replay, &admin)).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let adas = notifications(&server, &ada_token, "").await;
+        assert_eq!(adas.len(), 1);
+        assert!(client
+            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .dead_letters
+            .is_empty());
+        server.stop().await;
+        notes_db.cleanup().await;
+        suite.stop().await;
+    }
+}
