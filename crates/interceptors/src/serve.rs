@@ -200,12 +200,11 @@ impl ServiceHost {
                 url,
                 prefix: host.settings.nats_subject_prefix.clone(),
             });
-        let keep_unpublished = cfg!(feature = "nats") && relay.is_some();
+        let keep_unpublished = relay.is_some();
         let host = host.background("event feed", move |stop| async move {
             stop.cancelled().await;
             closing.cancel();
         });
-        #[cfg(feature = "nats")]
         let host = match relay {
             Some(settings) => {
                 let metrics = crate::outbox::relay::RelayMetrics::register(&host.metrics);
@@ -216,13 +215,6 @@ impl ServiceHost {
             }
             None => host,
         };
-        #[cfg(not(feature = "nats"))]
-        if relay.is_some() {
-            tracing::error!(
-                "AGORA_NATS_URL is set but this binary was built without NATS support \
-                 (cargo feature `nats`): events are served by the gRPC feed only"
-            );
-        }
         host.background("outbox retention", move |stop| {
             outbox.prune_every_minute(retention, keep_unpublished, stop)
         })

@@ -140,7 +140,6 @@ pub async fn run(
 /// until `stop`: each message is processed as a feed's event is, then
 /// acknowledged; one not acknowledged (a crash, a failed write) is
 /// redelivered by JetStream and dropped by the inbox if it was recorded.
-#[cfg(feature = "nats")]
 pub async fn run_jetstream(
     feed: crate::downstream::JetStreamFeed,
     store: NotificationStore,

@@ -141,11 +141,9 @@ fn feed_error(status: tonic::Status) -> FeedError {
     FeedError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
-#[cfg(feature = "nats")]
 pub use jetstream::{DURABLE, JetStreamDelivery, JetStreamFeed};
 
-/// The producers' JetStream streams (feature `nats`).
-#[cfg(feature = "nats")]
+/// The producers' JetStream streams.
 mod jetstream {
     use std::time::Duration;
 

@@ -38,7 +38,6 @@ use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::{BearerSource, ServiceTokens};
 use agora_interceptors::db::Migrations;
-#[cfg(feature = "nats")]
 use agora_interceptors::outbox::RelaySettings;
 use agora_interceptors::{ServiceHost, grpc_server};
 use anyhow::Context;
@@ -146,9 +145,8 @@ pub async fn serve_with(
             &grpc::POLICY,
         )
         .database(database);
-    // From JetStream durable consumers when NATS is configured (feature
-    // `nats`), else from the services' gRPC feeds.
-    #[cfg(feature = "nats")]
+    // From JetStream durable consumers when NATS is configured, else from
+    // the services' gRPC feeds.
     if let Some(url) = config.serve.nats_url.clone() {
         let nats = RelaySettings {
             url,

@@ -19,12 +19,14 @@
 //! - [`metrics`]: scraping a `/metrics` endpoint; [`logs`]: capturing log
 //!   lines; [`pki`]: test certificates.
 //! - [`otlp`]: an in-process OTLP collector for trace assertions.
+//! - [`nats`]: whether the broker tests' nats-server answers.
 #![forbid(unsafe_code)]
 
 pub mod database;
 pub mod keys;
 pub mod logs;
 pub mod metrics;
+pub mod nats;
 pub mod otlp;
 pub mod pki;
 pub mod poll;

@@ -29,7 +29,6 @@
 //! (OUT_OF_RANGE) instead of silently skipping events.
 
 mod feed;
-#[cfg(feature = "nats")]
 pub mod relay;
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! With NATS (cargo feature `nats`): the notification service reads the
+//! With NATS: the notification service reads the
 //! order stream through its JetStream durable consumer, one notification
 //! per event, also across a crash. Needs a nats-server with JetStream at
 //! 127.0.0.1:4222; without one it prints a note and passes, unless
@@ -17,26 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const NATS: &str = "127.0.0.1:4222";
-
-async fn nats_up() -> bool {
-    let up = matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(NATS)).await,
-        Ok(Ok(_))
-    );
-    if !up {
-        assert!(
-            std::env::var_os("AGORA_REQUIRE_NATS").is_none(),
-            "no NATS server at {NATS}"
-        );
-        eprintln!("note: no NATS server at {NATS}; skipping");
-    }
-    up
-}
+const NATS: &str = agora_testkit::nats::NATS_ADDR;
 
 backend_test! {
     async fn the_durable_consumer_notifies_once_per_event_across_a_crash(db: &TestDatabase) {
-        if !nats_up().await {
+        if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
         // An order outbox with five confirmed orders, published by a relay.

@@ -3,6 +3,5 @@
 //! (when `AGORA_TEST_POSTGRES_URL` is set) PostgreSQL.
 
 mod consume;
-#[cfg(feature = "nats")]
 mod jetstream;
 mod support;

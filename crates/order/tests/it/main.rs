@@ -9,7 +9,6 @@ mod e2e;
 mod events;
 mod lease;
 mod metrics;
-#[cfg(feature = "nats")]
 mod nats;
 mod page_tokens;
 mod recovery;

@@ -19,26 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const NATS: &str = "127.0.0.1:4222";
-
-/// Whether a NATS server answers at `addr`; without one, a note (or, with
-/// `AGORA_REQUIRE_NATS`, a failure).
-async fn nats_at(addr: &str) -> bool {
-    let up = matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    );
-    if !up {
-        assert!(
-            std::env::var_os("AGORA_REQUIRE_NATS").is_none(),
-            "AGORA_REQUIRE_NATS is set but no NATS server answers at {addr}"
-        );
-        eprintln!(
-            "note: no NATS server at {addr} (nats-server -js -a 127.0.0.1 -p 4222); skipping"
-        );
-    }
-    up
-}
+const NATS: &str = agora_testkit::nats::NATS_ADDR;
 
 /// Settings with a fresh subject prefix, so runs never share a stream.
 fn settings(url: &str) -> RelaySettings {
@@ -119,7 +100,7 @@ fn spawn_relay(
 
 backend_test! {
     async fn a_crash_between_puback_and_mark_is_a_duplicate_jetstream_drops(db: &TestDatabase) {
-        if !nats_at(NATS).await {
+        if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
         let outbox = outbox_on(db).await;
@@ -208,7 +189,7 @@ impl Broker {
 
 backend_test! {
     async fn events_wait_while_the_broker_is_down_and_all_arrive_once_in_order(db: &TestDatabase) {
-        if !nats_at(NATS).await {
+        if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
         let port = dead_address().await.port();
