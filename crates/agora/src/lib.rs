@@ -1,5 +1,5 @@
 //! The `agora` binary's parts: the one-process suite behind `cargo run` and
-//! the developer subcommands (token, health, migrate, demo).
+//! the developer subcommands (token, health, migrate, demo, load).
 #![forbid(unsafe_code)]
 
 pub mod banner;
@@ -7,6 +7,8 @@ pub mod cli;
 pub mod demo;
 pub mod dev_accounts;
 pub mod dev_keys;
+pub mod load;
 pub mod migrate;
+pub mod postgres;
 pub mod probe;
 pub mod suite;

@@ -86,7 +86,7 @@ impl UserStore {
         .bind(password_hash)
         .bind(now)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await
         .map_err(map_write_error)?;
         Ok(user)
@@ -152,7 +152,7 @@ impl UserStore {
     pub async fn delete(&self, id: UserId) -> Result<bool, UserError> {
         let result = sqlx::query("DELETE FROM users WHERE user_id = $1")
             .bind(id.to_string())
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(result.rows_affected() > 0)
     }

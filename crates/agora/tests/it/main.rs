@@ -4,6 +4,7 @@
 //! README's and the banner's command lines.
 
 mod grpcurl;
+mod load;
 mod probe_table;
 mod readme;
 mod tools;
@@ -23,6 +24,7 @@ async fn start(storage: Storage) -> Suite {
     Suite::start(SuiteOptions {
         storage,
         ports: Ports::Any,
+        rate_limit_per_second: None,
     })
     .await
     .expect("the suite starts")

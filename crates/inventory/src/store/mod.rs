@@ -47,10 +47,7 @@ const ATTEMPTS: u32 = 4;
 /// comment), a plain READ COMMITTED `BEGIN` on PostgreSQL, whose row locks
 /// and re-checked `WHERE` clauses make conditional updates safe.
 pub(crate) async fn begin_write(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match db.backend() {
-        Backend::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => db.pool().begin().await,
-    }
+    db.begin_write().await
 }
 
 /// Runs `operation` until it succeeds, fails for a reason a repeat cannot
