@@ -26,7 +26,7 @@ pub mod reservations;
 use std::future::Future;
 use std::time::Duration;
 
-use agora_interceptors::db::{Backend, Database, corrupt};
+use agora_interceptors::db::{Database, corrupt};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 

@@ -56,7 +56,7 @@ use std::time::Duration;
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::client::{CallContext, current_deadline};
 use opentelemetry::context::FutureExt as _;
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -189,7 +189,7 @@ impl Saga {
         &self,
         order: OrderId,
         owner: String,
-    ) -> Result<Option<watch::Receiver<bool>>, OrderError> {
+    ) -> Result<Option<signal::Receiver<bool>>, OrderError> {
         let runner = self.drive(order, owner.clone());
         if runner.is_none() {
             self.inner.store.release_lease(order, &owner).await?;
@@ -200,7 +200,7 @@ impl Saga {
     /// Runs the saga of `order`, whose lease `owner` holds, on its own task
     /// (it outlives the call that started it). `None` when this process
     /// already drives the order or is shutting down.
-    fn drive(&self, order: OrderId, owner: String) -> Option<watch::Receiver<bool>> {
+    fn drive(&self, order: OrderId, owner: String) -> Option<signal::Receiver<bool>> {
         if self.is_stopping() {
             return None;
         }
@@ -210,7 +210,7 @@ impl Saga {
                 return None;
             }
         }
-        let (settled_tx, settled_rx) = watch::channel(false);
+        let (settled_tx, settled_rx) = signal::channel(false);
         let inner = self.inner.clone();
         // The saga's downstream calls carry the starting call's request id
         // (and trace), but never its deadline: the saga outlives the call.
@@ -299,7 +299,7 @@ impl Saga {
     async fn settled_or_deadline(
         &self,
         id: OrderId,
-        runner: Option<watch::Receiver<bool>>,
+        runner: Option<signal::Receiver<bool>>,
     ) -> Result<OrderRecord, OrderError> {
         if let Some(mut settled) = runner {
             let now = Instant::now();
