@@ -372,36 +372,8 @@ impl v1alpha_pb::server_reflection_server::ServerReflection for Reflection {
 mod tests {
     use super::*;
 
-    fn files_of(response: MessageResponse) -> Vec<String> {
-        match response {
-            MessageResponse::FileDescriptorResponse(files) => files
-                .file_descriptor_proto
-                .iter()
-                .map(|bytes| {
-                    FileDescriptorProto::decode(bytes.as_slice())
-                        .unwrap()
-                        .name()
-                        .to_owned()
-                })
-                .collect(),
-            other => panic!("not files: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_symbols_file_comes_with_its_imports_once_per_stream() {
-        let index = DescriptorIndex::agora();
-        let mut sent = HashSet::new();
-        let ask = |symbol: &str| MessageRequest::FileContainingSymbol(symbol.into());
-        let first = files_of(index.answer(&[], &ask("agora.order.v1.OrderService"), &mut sent));
-        assert_eq!(first[0], "agora/order/v1/order_service.proto");
-        assert!(
-            first.contains(&"google/protobuf/timestamp.proto".to_owned()),
-            "{first:?}"
-        );
-        let again = files_of(index.answer(&[], &ask("agora.order.v1.Order"), &mut sent));
-        assert_eq!(again, ["agora/order/v1/order_service.proto"]);
-    }
+    // Files with their imports once per stream, and misses on the open
+    // stream, are tested over real gRPC in tests/it/reflection.rs.
 
     #[test]
     fn error_details_enum_values_and_extensions_are_known() {

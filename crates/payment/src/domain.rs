@@ -170,7 +170,8 @@ impl RefundReason {
     }
 }
 
-/// Where a payment is in its life. See ARCHITECTURE.md for the transitions.
+/// Where a payment is in its life. The transitions are in
+/// [`engine`](crate::engine)'s docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PaymentState {
     /// Recorded; the provider's answer is still outstanding.

@@ -1,6 +1,15 @@
 //! The `reservations` and `reservation_lines` tables, and the stock they
 //! move. Every operation is one transaction that locks the reservation row
 //! first and product rows after it in sku order (see the parent module).
+//!
+//! **Expiry.** A HELD reservation past `expire_time` can no longer be
+//! committed (CommitReservation expires it on the spot and answers
+//! FAILED_PRECONDITION `RESERVATION_EXPIRED`); its units return at the next
+//! sweep at the latest. Release after commit restocks (the saga's
+//! cancel-after-confirm); release of RELEASED or EXPIRED moves nothing.
+//! Conservation: per sku, the sum of adjustments equals `on_hand` plus the
+//! units of COMMITTED reservations, and `reserved` equals the units of HELD
+//! ones (the race tests check both).
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};

@@ -1,7 +1,7 @@
 //! Charges and refunds, exactly once, around a provider that may fail,
 //! answer late, or lose its answer.
 //!
-//! The protocol for both (see ARCHITECTURE.md, "payment"):
+//! The protocol for both:
 //! 1. **Record first.** A new idempotency key becomes a PENDING row, written
 //!    before the provider is called, together with a *lease*: the right to
 //!    call the provider for that row until `lease_until`, fenced by an attempt
@@ -23,6 +23,26 @@
 //! Provider calls run in tasks of their own, so a caller that gives up (a
 //! deadline, a dropped connection) does not cut an attempt in half: it
 //! finishes and is recorded, and the caller's retry finds the result.
+//!
+//! **States.** Payment: `PENDING` → `CAPTURED` | `DECLINED` | `FAILED`;
+//! `CAPTURED` → `PARTIALLY_REFUNDED` → … → `REFUNDED`. Each entry is a
+//! `payment_transitions` row. Refund rows: `PENDING` → `SUCCEEDED` | `FAILED`.
+//! A refund reserves its amount on the payment in the transaction that
+//! records it (`refunded + reserved + amount <= amount_captured`), so
+//! concurrent refunds cannot exceed the capture whatever order the provider
+//! answers in; success moves the reservation into `refunded_minor`, a
+//! rejection releases it, a transient failure keeps it until retried.
+//!
+//! **Answers the order saga relies on.** A decline is an OK answer with
+//! `PAYMENT_STATE_DECLINED`; Charge never answers OK with PENDING. Same key,
+//! different body → FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`; a second
+//! order charge → `ORDER_ALREADY_PAID` (`ORDER_CHARGE_PENDING` while another
+//! key's charge is PENDING); refunds: `PAYMENT_NOT_REFUNDABLE`,
+//! `REFUND_EXCEEDS_CAPTURED`, `REFUND_REJECTED`.
+//!
+//! **Shutdown.** Attempts in flight get the rest of `AGORA_SHUTDOWN_GRACE`
+//! to finish and be recorded, then stop; their rows stay PENDING for the
+//! next retry or the reconciler.
 //!
 //! - `attempt`: the protocol's steps 2 and 3 and the "whoever comes next"
 //!   part, written once for both: settling a recorded row, running an attempt
