@@ -161,7 +161,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "  {state:<12} {:>9} {:>8.1}",
-                    figures["count"],
+                    figures["count"].to_string(),
                     figures["per_second"].as_f64().unwrap_or(0.0)
                 );
             }
@@ -204,10 +204,10 @@ impl Report {
                     out,
                     "  {:<38} {:>8} {:>12} {:>11} {:>13}",
                     p["process"].as_str().unwrap_or_default(),
-                    p["pid"],
-                    p["cpu_ms_per_order"],
-                    p["cores_busy"],
-                    p["peak_rss_mib"]
+                    p["pid"].to_string(),
+                    p["cpu_ms_per_order"].to_string(),
+                    p["cores_busy"].to_string(),
+                    p["peak_rss_mib"].to_string()
                 );
             }
         }
