@@ -286,6 +286,29 @@ def check_k8s(path: str, base: bool) -> None:
                 if url.hostname != f"agora-{target}" or url.port != SERVICES[target][0]:
                     problem(f"{name}: {key}={env.get(key)!r} is not the agora-{target} Service's gRPC port")
 
+    # The gateway: HTTP probes on its one port, listening where they look,
+    # settings it really reads, and the four services as its upstreams.
+    gateway = deployments.get("agora-gateway")
+    if gateway is None:
+        problem("no Deployment agora-gateway")
+    else:
+        main = gateway["spec"]["template"]["spec"]["containers"][0]
+        env = env_of(main, config_maps)
+        port = next((p["containerPort"] for p in main.get("ports") or [] if p.get("name") == "http"), None)
+        if env.get("AGORA_GATEWAY_LISTEN") != f"0.0.0.0:{port}":
+            problem(f"agora-gateway: AGORA_GATEWAY_LISTEN {env.get('AGORA_GATEWAY_LISTEN')!r} is not 0.0.0.0:{port}")
+        for probe, path in (("startupProbe", "/healthz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            get = (main.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path or get.get("port") != "http":
+                problem(f"agora-gateway: {probe} is not GET {path} on the http port")
+        for svc, (svc_port, _) in SERVICES.items():
+            url = urlsplit(env.get(f"AGORA_{svc.upper()}_URL", ""))
+            if url.hostname != f"agora-{svc}" or url.port != svc_port:
+                problem(f"agora-gateway: AGORA_{svc.upper()}_URL is not the agora-{svc} Service's gRPC port")
+        check_env("Deployment agora-gateway", "gateway", set(env))
+        if not any(s["metadata"]["name"] == "agora-gateway" for s in services):
+            problem("agora-gateway: no Service")
+
     # Network policy: the calls allowed between our pods are exactly the saga's.
     if not any(p["spec"].get("podSelector") == {} and "Ingress" in p["spec"].get("policyTypes", []) and not p["spec"].get("ingress") for p in policies):
         problem("no default-deny ingress NetworkPolicy")
@@ -380,6 +403,21 @@ def check_compose(path: str) -> None:
             if key.endswith("_FILE") and not any(value.startswith(m.rstrip("/") + "/") for m in mounts):
                 problem(f"compose {svc}: {key}={value} is not under a mounted volume")
         check_env(f"compose service {svc}", svc, set(env))
+    gateway = services.get("gateway")
+    if gateway is None:
+        problem("compose: no gateway service")
+    else:
+        env = gateway.get("environment") or {}
+        test = (gateway.get("healthcheck") or {}).get("test") or []
+        if test[:2] != ["CMD", "agora-gateway"] or "/readyz" not in " ".join(test):
+            problem(f"compose gateway: healthcheck {test} does not ask /readyz")
+        for svc, (svc_port, _) in SERVICES.items():
+            url = urlsplit(env.get(f"AGORA_{svc.upper()}_URL", ""))
+            if url.hostname != svc or url.port != svc_port:
+                problem(f"compose gateway: AGORA_{svc.upper()}_URL is not {svc}:{svc_port}")
+            if ((gateway.get("depends_on") or {}).get(svc) or {}).get("condition") != "service_healthy":
+                problem(f"compose gateway: starts before {svc} is healthy")
+        check_env("compose service gateway", "gateway", set(env))
     if len(databases) != len(SERVICES):
         problem(f"compose: services share databases ({sorted(databases)}); one each")
 

@@ -5,8 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use prost::Message;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The package's folder at run time, not at compile time (`env!`), and
     // change-tracking paths relative to it: cargo shares this build script
@@ -24,11 +22,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", relative(file).display());
     }
 
-    let descriptors = protox::compile(&files, [&root])?;
+    let mut compiler = protox::Compiler::new([&root])?;
+    compiler
+        .include_source_info(true)
+        .include_imports(true)
+        .open_files(&files)?;
+    let descriptors = compiler.file_descriptor_set();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Encoded by the compiler rather than from `descriptors`: prost's types
+    // drop extension options, and the gateway reads its routes from the
+    // `google.api.http` option of each method.
     std::fs::write(
         out_dir.join("agora_descriptor.bin"),
-        descriptors.encode_to_vec(),
+        compiler.encode_file_descriptor_set(),
     )?;
 
     tonic_prost_build::configure()

@@ -1,6 +1,7 @@
 //! The banner `cargo run` prints once every service answers SERVING: where
-//! each service is, the ready accounts and tokens, and a grpcurl walkthrough
-//! whose every line runs as printed (it needs grpcurl, jq and uuidgen).
+//! each service is, the ready accounts and tokens, and a grpcurl and a curl
+//! walkthrough (through the API gateway) whose every line runs as printed
+//! (they need grpcurl or curl, jq and uuidgen).
 
 use crate::suite::{Service, Suite};
 
@@ -14,6 +15,7 @@ pub fn render(suite: &Suite) -> String {
     let user = suite.addr(Service::User);
     let order = suite.addr(Service::Order);
     let inventory = suite.addr(Service::Inventory);
+    let gateway = suite.gateway;
     let mut text = format!(
         "\nAgora is up: all four services SERVING after {:.0?}. Ctrl-C stops them.\n\n",
         suite.startup
@@ -30,6 +32,10 @@ pub fn render(suite: &Suite) -> String {
             running.service.grpc_name()
         );
     }
+    text += &format!(
+        "  {:<10} {:<16} {:<37} HTTP/JSON, gRPC-Web, gRPC; http://{gateway}/openapi.json\n",
+        "gateway", gateway, "agora-gateway"
+    );
     let kept = suite
         .passwords_file
         .as_ref()
@@ -57,6 +63,16 @@ Walk through it with grpcurl (`cargo run -- demo` does the same for you):
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
     -d '{{"lines":[{{"sku":"SKU-TEE","quantity":1}}],"payment_method_token":"tok_declined","request_id":"'$(uuidgen)'"}}' \
     {order} agora.order.v1.OrderService/PlaceOrder
+
+The same over HTTP/JSON through the gateway (routes from the protos' google.api.http rules):
+  curl -s 'http://{gateway}/v1/products?page_size=10'
+  curl -s -X POST 'http://{gateway}/v1/users' -d '{{"email":"walker@example.com","displayName":"Walker","password":"correct horse battery"}}'
+  ME=$(curl -s -X POST 'http://{gateway}/v1/users:authenticate' \
+    -d '{{"email":"walker@example.com","password":"correct horse battery"}}' | jq -r .accessToken)
+  ORDER=$(curl -s -X POST 'http://{gateway}/v1/orders' -H "authorization: Bearer $ME" \
+    -d '{{"lines":[{{"sku":"SKU-MUG","quantity":2}}],"paymentMethodToken":"tok_visa","requestId":"'$(uuidgen)'"}}' | jq -r .order.orderId)
+  curl -sN "http://{gateway}/v1/orders/$ORDER:watch" -H "authorization: Bearer $ME"
+  curl -s -X POST "http://{gateway}/v1/orders/$ORDER:cancel" -H "authorization: Bearer $ME" -d '{{"reason":"changed my mind"}}'
 
 As the admin:
   grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" {user} agora.user.v1.UserService/ListUsers

@@ -38,7 +38,16 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<DevKeys> {
     let signing_key_file = dir.join("dev-signing-key.pem");
     let jwks_file = dir.join("jwks.json");
     let signing = if signing_key_file.exists() {
-        SigningKey::from_file(DEV_KID, &signing_key_file)?
+        let key = SigningKey::from_file(DEV_KID, &signing_key_file)?;
+        // Earlier versions wrote the PKCS#8 v2 form, which `openssl pkey`
+        // cannot read: rewrite it in the standard one (same key).
+        let standard = key.to_pkcs8_pem()?;
+        if std::fs::read_to_string(&signing_key_file).ok().as_deref() != Some(standard.as_str()) {
+            std::fs::remove_file(&signing_key_file)
+                .with_context(|| format!("replacing {}", signing_key_file.display()))?;
+            write_private(&signing_key_file, &standard)?;
+        }
+        key
     } else {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let key = SigningKey::generate(DEV_KID)?;

@@ -5,8 +5,19 @@ use std::process::ExitCode;
 use agora::{cli, probe};
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread or allocation worth keeping: may re-execute the binary.
+    agora_interceptors::memory::return_freed_memory();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("agora: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // Usage errors exit 1, not clap's 2: `agora health` keeps

@@ -158,6 +158,9 @@ pub struct Session {
 pub struct Suite {
     /// The services, in port order.
     pub services: Vec<Running>,
+    /// Where the API gateway serves HTTP/JSON, gRPC-Web and gRPC.
+    pub gateway: SocketAddr,
+    gateway_task: Option<JoinHandle<anyhow::Result<()>>>,
     /// The seeded admin, signed in.
     pub admin: Session,
     /// The seeded customer, signed in.
@@ -168,6 +171,9 @@ pub struct Suite {
     pub startup: Duration,
     stop: watch::Sender<bool>,
 }
+
+/// Where `cargo run` serves the API gateway.
+pub const GATEWAY_PORT: u16 = 8080;
 
 /// How long tokens handed out by the development suite live: a working day.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -269,9 +275,36 @@ impl Suite {
             })
             .await?;
 
+        // The gateway in front of all four, on :8080 (or any free port).
+        let gateway_port = match options.ports {
+            Ports::Standard => GATEWAY_PORT,
+            Ports::Any | Ports::AnyWithMetrics => 0,
+        };
+        let gateway_addr = SocketAddr::from(([127, 0, 0, 1], gateway_port));
+        let gateway_listener = TcpListener::bind(gateway_addr).await.with_context(|| {
+            format!("binding the gateway to {gateway_addr} (is another suite running?)")
+        })?;
+        let gateway = gateway_listener.local_addr()?;
+        let mut gateway_config = agora_gateway::GatewayConfig::with_upstreams(
+            &format!("http://{}", user.addr),
+            &format!("http://{}", order.addr),
+            &format!("http://{}", payment.addr),
+            &format!("http://{}", inventory.addr),
+        );
+        gateway_config.listen = gateway;
+        // Development: any page on this machine may call it from a browser.
+        gateway_config.allowed_origins = vec!["*".to_owned()];
+        gateway_config.readiness_interval = Duration::from_millis(500);
+        let gateway_task = {
+            let gateway = agora_gateway::Gateway::new(&gateway_config)?;
+            tokio::spawn(gateway.serve(gateway_listener, stopped()))
+        };
+
         let services = vec![user, order, payment, inventory];
         let mut suite = Suite {
             services,
+            gateway,
+            gateway_task: Some(gateway_task),
             admin: Session::unsigned(&accounts.admin),
             customer: Session::unsigned(&accounts.customer),
             passwords_file: accounts.passwords_file.clone(),
@@ -364,6 +397,13 @@ impl Suite {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let mut failed = None;
+        if let Some(task) = self.gateway_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed = Some(error.context("gateway")),
+                Err(error) => failed = Some(anyhow::Error::new(error).context("gateway")),
+            }
+        }
         for running in self.services {
             let label = running.service.label();
             let Some(task) = running.task else { continue };

@@ -60,6 +60,7 @@ pub trait ServiceBinary: clap::Parser + Send + 'static {
 
 /// Runs the service binary `S` to completion; the process's exit code.
 pub fn main<S: ServiceBinary>() -> ExitCode {
+    crate::memory::return_freed_memory();
     let config = S::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -67,6 +67,53 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_WRITE_COALESCING", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_coalescing: bool,
 
+    /// Most connections open at once; further ones wait in the kernel's
+    /// backlog until one closes.
+    #[arg(long, env = "AGORA_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Most calls open at once on one connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); a caller opening more has them
+    /// refused (REFUSED_STREAM, which gRPC clients retry).
+    #[arg(long, env = "AGORA_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+
+    /// How long a new connection may take to send its HTTP/2 preface (e.g.
+    /// "10s") before it is closed.
+    #[arg(long, env = "AGORA_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// How long a connection may stay open with no call on it (e.g. "5m")
+    /// before it is closed.
+    #[arg(long, env = "AGORA_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How often an HTTP/2 PING checks a connection the peer has sent nothing
+    /// on (e.g. "60s"); one unanswered within `keepalive_timeout` closes it.
+    #[arg(long, env = "AGORA_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keep-alive PING may go unanswered (e.g. "20s").
+    #[arg(long, env = "AGORA_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// How long replies may wait for the caller to read them (a closed HTTP/2
+    /// flow-control window or a full TCP window) before the connection is
+    /// closed (e.g. "20s").
+    #[arg(long, env = "AGORA_SEND_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub send_timeout: Duration,
+
+    /// How long a request body may go without a frame before the call fails
+    /// with DEADLINE_EXCEEDED (e.g. "10s"), whatever deadline the caller announced.
+    #[arg(long, env = "AGORA_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_body_timeout: Duration,
+
+    /// Secret that page tokens are sealed (HMAC-SHA256) with; every replica
+    /// serving the same lists needs the same one. Unset: a random secret per
+    /// process (tokens then stop working when it restarts).
+    #[arg(long, env = "AGORA_PAGE_TOKEN_SECRET", hide_env_values = true)]
+    pub page_token_secret: Option<Secret>,
+
     /// Log format: "pretty" for people, "json" for log pipelines.
     #[arg(long, env = "AGORA_LOG_FORMAT", default_value = "pretty")]
     pub log_format: crate::telemetry::LogFormat,
@@ -100,6 +147,15 @@ impl Default for ServeArgs {
             max_request_bytes: 1024 * 1024,
             default_deadline: Duration::from_secs(30),
             write_coalescing: true,
+            max_connections: 512,
+            max_concurrent_streams: 100,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+            send_timeout: Duration::from_secs(20),
+            request_body_timeout: Duration::from_secs(10),
+            page_token_secret: None,
             log_format: crate::telemetry::LogFormat::Pretty,
             metrics_listen: None,
             metrics_prebound: PreboundListener::default(),
@@ -118,12 +174,41 @@ impl ServeArgs {
         }
     }
 
+    /// The bounds on the server's connections.
+    pub fn connection_limits(&self) -> crate::connections::ConnectionLimits {
+        crate::connections::ConnectionLimits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
+            body_progress_timeout: self.request_body_timeout,
+        }
+    }
+
     /// The configured key set, or an empty one when no file is configured.
     pub fn key_set(&self) -> anyhow::Result<KeySet> {
         match &self.jwt_jwks_file {
             Some(path) => KeySet::from_file(path),
             None => Ok(KeySet::new()),
         }
+    }
+}
+
+/// A secret setting: shown as `***` in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
     }
 }
 

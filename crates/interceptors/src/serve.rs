@@ -36,13 +36,13 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tower::Service;
 
 use crate::auth::policy::PolicyTable;
 use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
 use crate::client::DeadlineLayer;
 use crate::config::ServeArgs;
+use crate::connections::{self, ConnectionLayer, ConnectionRegistry};
 use crate::db::Database;
 use crate::health::HealthRegistry;
 use crate::limits::{CatchPanicLayer, ConcurrencyLimitLayer, RateLimitLayer};
@@ -116,6 +116,9 @@ impl std::fmt::Debug for ServiceHost {
 impl ServiceHost {
     /// A host with no services yet, verifying tokens with `verifier`.
     pub fn new(settings: ServeArgs, verifier: TokenVerifier) -> Self {
+        if let Some(secret) = &settings.page_token_secret {
+            crate::api::pagination::set_secret(secret.0.as_bytes());
+        }
         let mut policies = PolicyTable::default();
         for public in [HEALTH_SERVICE, REFLECTION_V1, REFLECTION_V1ALPHA] {
             policies.add(&ServicePolicy::public(public));
@@ -255,12 +258,13 @@ impl ServiceHost {
 
         let kill_connections = KillSwitch::new();
         let draining = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = self.settings.connection_limits();
+        let connections = ConnectionRegistry::default();
         let incoming = {
             let kill = kill_connections.clone();
             let coalesce = self.settings.write_coalescing;
-            incoming.map(move |accepted| {
-                accepted.map(|stream| ServerIo::new(stream, kill.clone(), coalesce))
+            connections::accept(listener, limits, connections.clone()).map(move |accepted| {
+                accepted.map(|accepted| ServerIo::watched(accepted, kill.clone(), coalesce, limits))
             })
         };
         let shutdown_began = std::sync::Arc::new(std::sync::OnceLock::new());
@@ -305,6 +309,9 @@ impl ServiceHost {
             builder = builder.tls_config(tls)?;
         }
         let server = builder
+            .max_concurrent_streams(self.settings.max_concurrent_streams)
+            .http2_keepalive_interval(Some(self.settings.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.settings.keepalive_timeout))
             // Outermost: the span covers everything the call costs, and every
             // log line below it carries the trace id.
             // It records the call's metrics too (one observation for both),
@@ -314,6 +321,12 @@ impl ServiceHost {
             // Every call, refused ones included, gets its deadline and request id
             // before anything else looks at it.
             .layer(DeadlineLayer::new(self.settings.default_deadline))
+            // Every call counts on its connection (for the idle and send
+            // timeouts), and a request body that stalls fails the call.
+            .layer(ConnectionLayer::new(
+                connections,
+                self.settings.request_body_timeout,
+            ))
             // Shed excess calls before spending anything on them.
             .layer(ConcurrencyLimitLayer::new(
                 self.settings.max_concurrent_calls,

@@ -26,6 +26,12 @@
 //! that starts at [`FIRST_PAUSE`] bursts and doubles while yielding keeps
 //! gaining nothing (up to [`MAX_PAUSE`]); one yield that gains a frame ends
 //! the backing off. BENCHMARKS.md has the measurements behind this.
+//!
+//! **Watchdog.** A socket accepted through [`crate::connections::accept`]
+//! also enforces that module's bounds: whenever it is about to wait, it
+//! checks its connection's activity and fails (ending the connection and
+//! every stream on it) when the HTTP/2 preface is late, the connection has
+//! been idle too long, or replies have gone unread for the send timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -36,8 +42,15 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::connections::{Accepted, ConnectionLimits, Registration};
+
+/// The client connection preface every HTTP/2 connection starts with.
+const PREFACE_LEN: usize = 24;
 
 /// Bytes buffered before a write goes out without waiting for the flush.
 const WRITE_THROUGH: usize = 64 * 1024;
@@ -109,6 +122,63 @@ pub struct ServerIo {
     burst: Burst,
     yields: YieldPolicy,
     coalesce: bool,
+    /// The connection bounds, for a socket accepted with them.
+    watch: Option<Box<Watchdog>>,
+}
+
+/// A watched connection's bounds and state (see the module documentation).
+struct Watchdog {
+    limits: ConnectionLimits,
+    registration: Registration,
+    _permit: OwnedSemaphorePermit,
+    /// Preface bytes not yet read.
+    preface_left: usize,
+    handshake_deadline: Instant,
+    /// Since when a write has been waiting for the peer's TCP window.
+    write_blocked_since: Option<Instant>,
+    /// Wakes the connection for the next check.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Watchdog {
+    /// Why the connection must close now, or when to look again.
+    fn check(&self, now: Instant) -> Result<Instant, &'static str> {
+        let mut next = self.registration.activity().check(&self.limits, now)?;
+        if self.preface_left > 0 {
+            if now >= self.handshake_deadline {
+                return Err("no HTTP/2 preface within the handshake timeout");
+            }
+            next = next.min(self.handshake_deadline);
+        }
+        if let Some(since) = self.write_blocked_since {
+            let deadline = since + self.limits.send_timeout;
+            if now >= deadline {
+                return Err("the peer read nothing for the send timeout");
+            }
+            next = next.min(deadline);
+        }
+        Ok(next)
+    }
+
+    /// Fails the connection if a bound is passed; otherwise arms the timer
+    /// so the connection's task wakes for the next check.
+    fn poll(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let now = Instant::now();
+            let next = self
+                .check(now)
+                .map_err(|reason| io::Error::new(io::ErrorKind::TimedOut, reason))?;
+            // Resetting costs the timer wheel's lock: only when the timer
+            // would fire too late, or has fired.
+            let deadline = self.timer.deadline();
+            if deadline > next || deadline <= now {
+                self.timer.as_mut().reset(next);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Whether a burst should yield before it is written: yes, unless recent
@@ -182,6 +252,40 @@ impl ServerIo {
             burst: Burst::Idle,
             yields: YieldPolicy::default(),
             coalesce,
+            watch: None,
+        }
+    }
+
+    /// Wraps a socket [`crate::connections::accept`] accepted, enforcing
+    /// `limits` on it.
+    pub fn watched(
+        accepted: Accepted,
+        kill: KillSwitch,
+        coalesce: bool,
+        limits: ConnectionLimits,
+    ) -> Self {
+        let handshake_deadline = Instant::now() + limits.handshake_timeout;
+        let mut io = Self::new(accepted.stream, kill, coalesce);
+        io.watch = Some(Box::new(Watchdog {
+            limits,
+            registration: accepted.registration,
+            _permit: accepted.permit,
+            preface_left: PREFACE_LEN,
+            handshake_deadline,
+            write_blocked_since: None,
+            timer: Box::pin(tokio::time::sleep_until(handshake_deadline)),
+        }));
+        io
+    }
+
+    /// Notes whether a write made progress (for the send timeout).
+    fn wrote(&mut self, progressed: bool) {
+        if let Some(watch) = self.watch.as_mut() {
+            if progressed {
+                watch.write_blocked_since = None;
+            } else if watch.write_blocked_since.is_none() {
+                watch.write_blocked_since = Some(Instant::now());
+            }
         }
     }
 
@@ -197,6 +301,12 @@ impl ServerIo {
     fn park<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         if self.is_killed() {
             return Poll::Ready(Err(killed_error()));
+        }
+        if let Some(watch) = self.watch.as_mut()
+            && let Err(error) = watch.poll(cx)
+        {
+            tracing::debug!(%error, "closing connection");
+            return Poll::Ready(Err(error));
         }
         let registered = self
             .kill_waker
@@ -220,9 +330,15 @@ impl ServerIo {
             let slice = [io::IoSlice::new(&self.pending)];
             match Pin::new(&mut self.inner).poll_write_vectored(cx, &slice) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(written)) => self.pending.advance(written),
+                Poll::Ready(Ok(written)) => {
+                    self.pending.advance(written);
+                    self.wrote(true);
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.wrote(false);
+                    return Poll::Pending;
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -245,8 +361,16 @@ impl AsyncRead for ServerIo {
         if self.is_killed() {
             return Poll::Ready(Err(killed_error()));
         }
+        let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending => self.park(cx),
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if let Some(watch) = self.watch.as_mut() {
+                    watch.preface_left = watch.preface_left.saturating_sub(read);
+                }
+                Poll::Ready(Ok(()))
+            }
             ready => ready,
         }
     }
@@ -263,8 +387,14 @@ impl AsyncWrite for ServerIo {
         }
         if !self.coalesce {
             return match Pin::new(&mut self.inner).poll_write(cx, buf) {
-                Poll::Pending => self.park(cx),
-                ready => ready,
+                Poll::Pending => {
+                    self.wrote(false);
+                    self.park(cx)
+                }
+                ready => {
+                    self.wrote(true);
+                    ready
+                }
             };
         }
         if self.pending.len() >= WRITE_THROUGH {
@@ -288,8 +418,14 @@ impl AsyncWrite for ServerIo {
                 return Poll::Ready(Err(killed_error()));
             }
             return match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-                Poll::Pending => self.park(cx),
-                ready => ready,
+                Poll::Pending => {
+                    self.wrote(false);
+                    self.park(cx)
+                }
+                ready => {
+                    self.wrote(true);
+                    ready
+                }
             };
         }
         let mut total = 0;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agora_interceptors::api::errors::FieldViolations;
 use agora_interceptors::api::pagination::PageRequest;
-use agora_interceptors::api::time::timestamp_from_micros;
+use agora_interceptors::api::time::{parse_duration, timestamp_from_micros};
 use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy};
 use agora_proto::Money;
 use agora_proto::inventory::v1 as pb;
@@ -108,7 +108,12 @@ impl InventoryService for InventoryApi {
         request: Request<pb::ListProductsRequest>,
     ) -> Result<Response<pb::ListProductsResponse>, Status> {
         let request = request.into_inner();
-        let page = PageRequest::parse(request.page_size, &request.page_token, "")?;
+        let page = PageRequest::parse(
+            "agora.inventory.v1.InventoryService/ListProducts",
+            request.page_size,
+            &request.page_token,
+            "",
+        )?;
         let products = self.catalog.list(page.after(), page.fetch_limit()).await?;
         let (products, next_page_token) =
             page.split(products, |product| product.sku.as_str().to_owned());
@@ -162,12 +167,7 @@ impl InventoryService for InventoryApi {
         let lines = parse_lines(&request.lines, &mut violations);
         let requested_ttl = match request.ttl {
             None => Some(None),
-            Some(ttl) => violations
-                .check(
-                    "ttl",
-                    Duration::try_from(ttl).map_err(|_| "must not be negative"),
-                )
-                .map(Some),
+            Some(ttl) => violations.check("ttl", parse_duration(&ttl)).map(Some),
         };
         let ttl = requested_ttl.and_then(|ttl| {
             violations.check("ttl", Ttl::resolve(ttl, self.default_ttl, self.max_ttl))

@@ -76,6 +76,19 @@ pub struct OrderConfig {
     #[arg(long, env = "AGORA_SAGA_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub saga_attempt_timeout: Duration,
 
+    /// Longest one charge try may take: above the payment provider's own
+    /// latency (the payment service gives it AGORA_PAYMENT_PROVIDER_TIMEOUT,
+    /// 10s by default), so a slow approval is not cut short.
+    #[arg(long, env = "AGORA_SAGA_CHARGE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub saga_charge_timeout: Duration,
+
+    /// How long the saga keeps asking about a charge whose outcome is
+    /// unknown (tries that ran out of time: the provider may still approve)
+    /// before it gives up and compensates. The charge is idempotent, so
+    /// asking again with the same key finds out what it came to.
+    #[arg(long, env = "AGORA_SAGA_CHARGE_RESOLVE_WITHIN", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub saga_charge_resolve_within: Duration,
+
     /// First backoff between tries of a saga step (doubles per try, with
     /// jitter).
     #[arg(long, env = "AGORA_SAGA_RETRY_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -90,15 +103,18 @@ pub struct OrderConfig {
     #[arg(long, env = "AGORA_SAGA_COMPENSATION_RETRY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
     pub saga_compensation_retry_max: Duration,
 
-    /// How long a saga runner's lease on an order outlives its next planned
-    /// action. A runner silent for longer (crashed, partitioned) is presumed
-    /// dead and its order is resumed by another.
-    #[arg(long, env = "AGORA_SAGA_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long a saga runner's lease on an order lasts without renewal. A
+    /// live runner renews it every third of this (a heartbeat), also while a
+    /// step waits on a slow downstream; a runner silent for longer (crashed,
+    /// partitioned) is presumed dead and its order is resumed by another
+    /// (whose lease fences the old runner's writes off). Keep it well above
+    /// the clock skew between order-service hosts.
+    #[arg(long, env = "AGORA_SAGA_LEASE_TTL", default_value = "4s", value_parser = humantime::parse_duration)]
     pub saga_lease_ttl: Duration,
 
     /// How often unfinished sagas without a live runner are looked for and
     /// resumed (also done at start-up).
-    #[arg(long, env = "AGORA_SAGA_RECOVERY_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGORA_SAGA_RECOVERY_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub saga_recovery_interval: Duration,
 
     /// How long inventory holds an order's stock before giving it back on
@@ -140,6 +156,7 @@ impl OrderConfig {
             retry_max: self.saga_retry_max,
             compensation_retry_max: self.saga_compensation_retry_max,
             attempt_timeout: self.saga_attempt_timeout,
+            charge_resolve_within: self.saga_charge_resolve_within,
             lease_ttl: self.saga_lease_ttl,
             recovery_interval: self.saga_recovery_interval,
         }
@@ -152,6 +169,7 @@ impl OrderConfig {
             inventory_url: self.inventory_url.clone(),
             payment_url: self.payment_url.clone(),
             attempt_timeout: self.saga_attempt_timeout,
+            charge_timeout: self.saga_charge_timeout,
             reservation_ttl: self.reservation_ttl,
             tls: self.downstream_tls.load()?,
         })

@@ -55,6 +55,8 @@ pub struct DownstreamSettings {
     pub payment_url: String,
     /// Longest one try of one call may take.
     pub attempt_timeout: Duration,
+    /// Longest one charge try may take (the provider's latency and more).
+    pub charge_timeout: Duration,
     /// How long inventory holds reserved stock before releasing it itself.
     pub reservation_ttl: Duration,
     /// TLS for `https://` addresses (mutual TLS with a client identity).
@@ -72,6 +74,10 @@ pub struct Failure {
     pub reason: &'static str,
     /// For people: what went wrong.
     pub message: String,
+    /// The downstream may still be deciding: the try ran out of time, or
+    /// another try with the same key is still in progress there. Asking
+    /// again with the key finds out (see the saga's charge step).
+    pub unresolved: bool,
 }
 
 impl Failure {
@@ -82,6 +88,7 @@ impl Failure {
             effect: Effect::Refused,
             reason,
             message: message.into(),
+            unresolved: false,
         }
     }
 
@@ -101,10 +108,15 @@ impl Failure {
             // Refused as asked (bad request, credentials, state).
             _ => (false, Effect::None),
         };
+        let unresolved = matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled)
+            || status
+                .get_details_error_info()
+                .is_some_and(|info| info.reason == "CHARGE_IN_PROGRESS");
         Self {
             retry,
             effect,
             reason,
+            unresolved,
             message: format!(
                 "{service} answered {:?}: {}",
                 status.code(),
@@ -159,6 +171,7 @@ pub struct Downstreams {
     inventory: InventoryServiceClient<DownstreamChannel>,
     payment: PaymentServiceClient<DownstreamChannel>,
     attempt_timeout: Duration,
+    charge_timeout: Duration,
     reservation_ttl: Duration,
 }
 
@@ -183,6 +196,7 @@ impl Downstreams {
             inventory: InventoryServiceClient::new(channel("inventory", &settings.inventory_url)?),
             payment: PaymentServiceClient::new(channel("payment", &settings.payment_url)?),
             attempt_timeout: settings.attempt_timeout,
+            charge_timeout: settings.charge_timeout,
             reservation_ttl: settings.reservation_ttl,
         })
     }
@@ -252,6 +266,7 @@ impl Downstreams {
                 effect: Effect::Unknown,
                 reason: "RESERVATION_EXPIRED",
                 message: format!("the stock reservation is {}", state.as_str_name()),
+                unresolved: false,
             });
         }
         prices_of(lines, &reservation).map_err(|message| Failure {
@@ -259,6 +274,7 @@ impl Downstreams {
             effect: Effect::Unknown,
             reason: "INTERNAL",
             message,
+            unresolved: false,
         })
     }
 
@@ -270,17 +286,15 @@ impl Downstreams {
         total: &Money,
         token: &PaymentToken,
     ) -> Result<Charged, Failure> {
-        let answer = self
-            .payment
-            .clone()
-            .charge(self.request(pay::ChargeRequest {
-                order_id: order.to_string(),
-                user_id: customer.to_string(),
-                amount: Some(to_money(total)),
-                payment_method_token: token.expose().to_owned(),
-                idempotency_key: format!("charge-{order}"),
-            }))
-            .await;
+        let mut request = self.request(pay::ChargeRequest {
+            order_id: order.to_string(),
+            user_id: customer.to_string(),
+            amount: Some(to_money(total)),
+            payment_method_token: token.expose().to_owned(),
+            idempotency_key: format!("charge-{order}"),
+        });
+        request.set_timeout(self.charge_timeout);
+        let answer = self.payment.clone().charge(request).await;
         let payment = match answer {
             Ok(response) => response.into_inner().payment.unwrap_or_default(),
             Err(status) => {
@@ -326,6 +340,7 @@ impl Downstreams {
                 effect: Effect::Unknown,
                 reason: "PAYMENT_UNAVAILABLE",
                 message: "the payment is still pending at the provider".into(),
+                unresolved: false,
             }),
         }
     }

@@ -145,7 +145,12 @@ impl OrderService for OrderApi {
         let body = request.into_inner();
         let customer = listable_customer(&principal, &body.user_id)?;
         let filter = customer.map(|c| c.to_string()).unwrap_or_default();
-        let page = PageRequest::parse(body.page_size, &body.page_token, filter)?;
+        let page = PageRequest::parse(
+            "agora.order.v1.OrderService/ListOrders",
+            body.page_size,
+            &body.page_token,
+            filter,
+        )?;
         let orders = self
             .store
             .list(customer, page.after(), page.fetch_limit())

@@ -463,6 +463,26 @@ impl OrderStore {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Extends `owner`'s lease to at least `until`, if `owner` still holds
+    /// it (a live runner's heartbeat); false when the lease was lost.
+    pub async fn renew_lease(
+        &self,
+        id: OrderId,
+        owner: &str,
+        until: i64,
+    ) -> Result<bool, OrderError> {
+        let result = sqlx::query(
+            "UPDATE orders SET lease_until = CASE WHEN lease_until < $3 THEN $3 ELSE lease_until END \
+             WHERE order_id = $1 AND lease_owner = $2",
+        )
+        .bind(id.to_string())
+        .bind(owner.to_owned())
+        .bind(until)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Gives the lease up, if `owner` still holds it.
     pub async fn release_lease(&self, id: OrderId, owner: &str) -> Result<(), OrderError> {
         sqlx::query(

@@ -129,7 +129,12 @@ impl PaymentService for PaymentApi {
             order_id.map(|id| id.to_string()).unwrap_or_default(),
             user_id.map(|id| id.to_string()).unwrap_or_default()
         );
-        let page = PageRequest::new(limit, &request.page_token, fingerprint)?;
+        let page = PageRequest::new(
+            "agora.payment.v1.PaymentService/ListPayments",
+            limit,
+            &request.page_token,
+            fingerprint,
+        )?;
         let payments = self
             .engine
             .store()

@@ -68,6 +68,8 @@ pub fn order_config(db: &TestDatabase) -> OrderConfig {
     config.saga_retry_max = Duration::from_millis(200);
     config.saga_compensation_retry_max = Duration::from_millis(300);
     config.saga_attempt_timeout = Duration::from_secs(3);
+    config.saga_charge_timeout = Duration::from_secs(3);
+    config.saga_charge_resolve_within = Duration::from_secs(20);
     config.saga_lease_ttl = Duration::from_secs(2);
     config.saga_recovery_interval = Duration::from_millis(200);
     config.watch_poll_interval = Duration::from_millis(200);

@@ -151,6 +151,11 @@ impl UserService for UserApi {
                         .check("user.display_name", DisplayName::parse(&user.display_name));
                 }
                 "email" => {
+                    // The contract: a customer changes only display name
+                    // and password; an email is an identity admins vouch for.
+                    if !principal.is_admin() {
+                        return Err(UserError::Forbidden("only admins may change emails").into());
+                    }
                     changes.email = violations.check("user.email", Email::parse(&user.email))
                 }
                 "password" => {
@@ -208,7 +213,12 @@ impl UserService for UserApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
-        let page = PageRequest::parse(request.page_size, &request.page_token, "")?;
+        let page = PageRequest::parse(
+            "agora.user.v1.UserService/ListUsers",
+            request.page_size,
+            &request.page_token,
+            "",
+        )?;
         let users = self.store.list(page.after(), page.fetch_limit()).await?;
         let (users, next_page_token) = page.split(users, |user| user.id.to_string());
         Ok(Response::new(pb::ListUsersResponse {

@@ -98,5 +98,24 @@ async fn the_banners_command_lines_run_as_printed() {
     assert_eq!(code, 0, "the banner's lines failed:\n{output}");
     assert!(output.contains("ORDER_STATE_CANCELLED"), "{output}");
     assert!(output.contains("PAYMENT_DECLINED"), "{output}");
+    // The curl walkthrough through the gateway: compact JSON (grpcurl's has
+    // spaces), the SSE events of the watch, the cancelled order.
+    assert!(
+        commands
+            .iter()
+            .filter(|line| line.contains("curl "))
+            .count()
+            >= 6,
+        "{banner}"
+    );
+    assert!(output.contains("data: {\"order\":"), "{output}");
+    assert!(
+        output.contains("\"state\":\"ORDER_STATE_CONFIRMED\""),
+        "{output}"
+    );
+    assert!(
+        output.contains("\"state\":\"ORDER_STATE_CANCEL"),
+        "{output}"
+    );
     suite.stop().await.expect("a clean stop");
 }

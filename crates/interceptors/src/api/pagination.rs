@@ -1,12 +1,20 @@
 //! AIP-158 keyset pagination: page sizes and opaque page tokens.
 //!
-//! A page token names the last key of the previous page (never an OFFSET, so pages
-//! stay stable and cheap however deep a client goes) and a fingerprint of the
-//! request's filters, so a token cannot be replayed against a different query.
+//! A page token names the last key of the previous page (never an OFFSET, so
+//! pages stay stable and cheap however deep a client goes), sealed with an
+//! HMAC-SHA256 over the list method, the request's filters and that key. A
+//! token is therefore tamper-evident and bound to its query: a hand-made one,
+//! an edited one, or one issued by another method or for other filters is
+//! INVALID_ARGUMENT (field violation `page_token`) before any key in it is
+//! used. The secret is `AGORA_PAGE_TOKEN_SECRET` when set ([`set_secret`],
+//! called by the host); otherwise a random one per process, so tokens then
+//! last as long as the process (set the secret when replicas share traffic).
+
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+use ring::hmac;
 use tonic::Status;
 
 use super::errors::invalid_field;
@@ -39,31 +47,64 @@ pub fn page_size(requested: i32) -> Result<u32, ParseError> {
 pub struct PageRequest {
     limit: u32,
     after: Option<String>,
-    filters: String,
+    /// The method and filters a token of this query is sealed to.
+    scope: String,
+}
+
+/// The key page tokens are sealed with.
+static SECRET: OnceLock<hmac::Key> = OnceLock::new();
+
+/// Seals page tokens with `secret` from now on (the same in every replica
+/// serving the same lists). Only the first call counts; tokens sealed before
+/// it (with a random key) stop verifying.
+pub fn set_secret(secret: &[u8]) {
+    let _ = SECRET.set(hmac::Key::new(hmac::HMAC_SHA256, secret));
+}
+
+fn secret() -> &'static hmac::Key {
+    SECRET.get_or_init(|| {
+        let mut random = [0u8; 32];
+        // Without randomness, a key no caller can know either way: the
+        // process's address-space layout and the time.
+        if getrandom::fill(&mut random).is_err() {
+            let fallback = format!("{:p}{:?}", &random, std::time::SystemTime::now());
+            random[..fallback.len().min(32)]
+                .copy_from_slice(&fallback.as_bytes()[..fallback.len().min(32)]);
+        }
+        hmac::Key::new(hmac::HMAC_SHA256, &random)
+    })
 }
 
 impl PageRequest {
-    /// Reads `page_size` and `page_token`; `filters` fingerprints the query
-    /// (a token only continues the query it was issued for).
+    /// Reads `page_size` and `page_token` of a call to `method` (its full
+    /// name, e.g. `agora.user.v1.UserService/ListUsers`); `filters`
+    /// fingerprints the query (a token only continues the method and query
+    /// it was issued for).
     pub fn parse(
+        method: &str,
         page_size: i32,
         page_token: &str,
-        filters: impl Into<String>,
+        filters: impl AsRef<str>,
     ) -> Result<Self, Status> {
         let limit =
             self::page_size(page_size).map_err(|e| invalid_field("page_size", e.message()))?;
-        Self::new(limit, page_token, filters)
+        Self::new(method, limit, page_token, filters)
     }
 
     /// As [`Self::parse`], with the page size already read (as a field
     /// violation among the request's others, say).
-    pub fn new(limit: u32, page_token: &str, filters: impl Into<String>) -> Result<Self, Status> {
-        let filters = filters.into();
-        let after = decode_token(page_token, &filters)?;
+    pub fn new(
+        method: &str,
+        limit: u32,
+        page_token: &str,
+        filters: impl AsRef<str>,
+    ) -> Result<Self, Status> {
+        let scope = format!("{method}\n{}", filters.as_ref());
+        let after = decode_token(page_token, &scope)?;
         Ok(Self {
             limit,
             after,
-            filters,
+            scope,
         })
     }
 
@@ -88,45 +129,56 @@ impl PageRequest {
         rows.truncate(self.limit as usize);
         let next = rows
             .last()
-            .map(|last| encode_token(&key(last), &self.filters))
+            .map(|last| encode_token(&key(last), &self.scope))
             .unwrap_or_default();
         (rows, next)
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct TokenBody {
-    /// Last key of the previous page.
-    k: String,
-    /// Fingerprint of the filters the token was issued for.
-    f: String,
+/// The MAC of a token for `scope` continuing after `last_key`.
+fn seal(last_key: &str, scope: &str) -> hmac::Tag {
+    let mut context = hmac::Context::with_key(secret());
+    context.update(scope.as_bytes());
+    context.update(b"\n");
+    context.update(last_key.as_bytes());
+    context.sign()
 }
 
-/// Encodes the key of the last row served and the query's filter fingerprint.
-fn encode_token(last_key: &str, filters: &str) -> String {
-    let body = TokenBody {
-        k: last_key.to_owned(),
-        f: filters.to_owned(),
-    };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&body).unwrap_or_default())
+/// The token continuing after `last_key`: the key and its seal, base64url.
+fn encode_token(last_key: &str, scope: &str) -> String {
+    let tag = seal(last_key, scope);
+    let mut bytes = Vec::with_capacity(last_key.len() + tag.as_ref().len());
+    bytes.extend_from_slice(tag.as_ref());
+    bytes.extend_from_slice(last_key.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Decodes a page token: `Ok(None)` for the first page, the last key otherwise.
-/// A malformed token, or one issued for other filters, is INVALID_ARGUMENT.
-fn decode_token(token: &str, filters: &str) -> Result<Option<String>, Status> {
+/// A malformed token, a forged or edited one, or one issued for another
+/// method or other filters is INVALID_ARGUMENT.
+fn decode_token(token: &str, scope: &str) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = || invalid_field("page_token", "is not a token this list method issued");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let body: TokenBody = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if body.f != filters {
-        return Err(invalid_field(
+    let bad = || {
+        invalid_field(
             "page_token",
-            "was issued for a request with different filters",
-        ));
+            "is not a token this list method issued for these filters",
+        )
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let tag_len = hmac::HMAC_SHA256.digest_algorithm().output_len();
+    if bytes.len() < tag_len {
+        return Err(bad());
     }
-    Ok(Some(body.k))
+    let (tag, key) = bytes.split_at(tag_len);
+    let mut message = Vec::with_capacity(scope.len() + 1 + key.len());
+    message.extend_from_slice(scope.as_bytes());
+    message.push(b'\n');
+    message.extend_from_slice(key);
+    hmac::verify(secret(), &message, tag).map_err(|_| bad())?;
+    let key = String::from_utf8(key.to_vec()).map_err(|_| bad())?;
+    Ok(Some(key))
 }
 
 #[cfg(test)]
@@ -140,7 +192,7 @@ mod tests {
         assert_eq!(page_size(i32::MAX).unwrap(), MAX_PAGE_SIZE);
         assert!(page_size(-1).is_err());
         assert_eq!(
-            PageRequest::parse(-1, "", "").unwrap_err().code(),
+            PageRequest::parse("m", -1, "", "").unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
     }
@@ -158,14 +210,36 @@ mod tests {
     }
 
     #[test]
+    fn forged_edited_and_swapped_tokens_are_refused() {
+        // Hand-made: the old unsigned form.
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"k":"0190-abc","f":""}"#);
+        assert!(PageRequest::parse("a/List", 10, &forged, "").is_err());
+        // Edited: one byte of the key changed.
+        let page = PageRequest::parse("a/List", 1, "", "").unwrap();
+        let (_, token) = page.split(vec![1, 2], |n| n.to_string());
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        let edited = URL_SAFE_NO_PAD.encode(bytes);
+        assert!(PageRequest::parse("a/List", 1, &edited, "").is_err());
+        // Swapped: valid for another method, or other filters.
+        assert_eq!(
+            PageRequest::parse("a/List", 1, &token, "").unwrap().after(),
+            Some("1")
+        );
+        let status = PageRequest::parse("b/List", 1, &token, "").unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(PageRequest::parse("a/List", 1, &token, "user=2").is_err());
+    }
+
+    #[test]
     fn pages_end_where_the_rows_do() {
-        let page = PageRequest::parse(2, "", "f").unwrap();
+        let page = PageRequest::parse("m", 2, "", "f").unwrap();
         assert_eq!(page.fetch_limit(), 3);
         let (rows, next) = page.split(vec![1, 2, 3], |n| n.to_string());
         assert_eq!(rows, [1, 2]);
-        let following = PageRequest::parse(2, &next, "f").unwrap();
+        let following = PageRequest::parse("m", 2, &next, "f").unwrap();
         assert_eq!(following.after(), Some("2"));
-        assert!(PageRequest::parse(2, &next, "g").is_err());
+        assert!(PageRequest::parse("m", 2, &next, "g").is_err());
         let (rows, next) = following.split(vec![3], |n| n.to_string());
         assert_eq!((rows, next.as_str()), (vec![3], ""));
     }

@@ -60,12 +60,18 @@ impl SigningKey {
         Self::from_pkcs8_pem(kid, &pem).with_context(|| format!("in {}", path.display()))
     }
 
-    /// The PKCS#8 PEM encoding of the private key, for writing to a secret store.
+    /// The PKCS#8 PEM encoding of the private key, for writing to a secret
+    /// store: version 1 (RFC 5208, private key only), exactly what `openssl
+    /// genpkey -algorithm ed25519` writes and `openssl pkey` reads. (The
+    /// version 2 form with the public key attached, which ed25519-dalek writes
+    /// by default, OpenSSL refuses as "unsupported".)
     pub fn to_pkcs8_pem(&self) -> anyhow::Result<String> {
-        let pem = self
-            .key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
+        let pem = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
         Ok(pem.to_string())
     }
 
@@ -219,6 +225,30 @@ impl KeySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pem_is_the_form_openssl_reads() {
+        let key = SigningKey::generate("k1").unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(&path, &pem).unwrap();
+        match std::process::Command::new("openssl")
+            .args(["pkey", "-noout", "-in"])
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "openssl pkey: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(error) => eprintln!("skipping the openssl check: {error}"),
+        }
+        // And a key openssl wrote reads back (the round trip is this form).
+        let again = SigningKey::from_pkcs8_pem("k1", &pem).unwrap();
+        assert_eq!(again.public_jwk().x, key.public_jwk().x);
+    }
 
     #[test]
     fn pem_and_jwks_round_trip() {

@@ -1,7 +1,11 @@
 //! A circuit breaker per downstream.
 //!
 //! Closed: calls flow; `threshold` consecutive failures (UNAVAILABLE,
-//! DEADLINE_EXCEEDED, transport errors) open it. Open: calls fail at once with
+//! transport errors) open it. A call that runs out of time (DEADLINE_EXCEEDED,
+//! or dropped at its deadline) is not a failure: a slow downstream may well
+//! be succeeding (a payment provider approving after eight seconds), and
+//! failing fast would turn its slow successes into failures; each such call
+//! is already bounded by its deadline. Open: calls fail at once with
 //! UNAVAILABLE and ErrorInfo reason `CIRCUIT_OPEN`, never touching the network,
 //! until `cooldown` has passed. Half-open: exactly one probe goes through;
 //! success closes the circuit, failure opens it for another cool-down.
@@ -21,7 +25,6 @@ use tonic::Code;
 use tower::Service;
 
 use super::BoxError;
-use super::context::CallDeadline;
 use crate::api::errors::with_reason;
 
 type Response = http::Response<tonic::body::Body>;
@@ -41,8 +44,8 @@ enum State {
 enum Outcome {
     Success,
     Failure,
-    /// Dropped before an answer while its deadline had not passed: the caller
-    /// gave up; says nothing about the downstream.
+    /// Dropped before an answer (the caller gave up), or out of time (the
+    /// downstream may be slow, not failing): says nothing either way.
     Abandoned,
 }
 
@@ -128,7 +131,6 @@ impl Breaker {
 struct Permit {
     breaker: Arc<Breaker>,
     probe: bool,
-    deadline: Option<Instant>,
     recorded: bool,
 }
 
@@ -142,14 +144,10 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.recorded {
-            // Dropped unanswered: at or past the deadline the downstream was too
-            // slow (a failure); before it the caller went away.
-            let now = Instant::now();
-            let outcome = match self.deadline {
-                Some(deadline) if now >= deadline => Outcome::Failure,
-                _ => Outcome::Abandoned,
-            };
-            self.breaker.record(self.probe, outcome, now);
+            // Dropped unanswered: the caller went away, or its deadline
+            // passed (slow is not failing; see the module documentation).
+            self.breaker
+                .record(self.probe, Outcome::Abandoned, Instant::now());
         }
     }
 }
@@ -199,10 +197,6 @@ where
         let permit = Permit {
             breaker: self.breaker.clone(),
             probe,
-            deadline: request
-                .extensions()
-                .get::<CallDeadline>()
-                .map(|deadline| deadline.0),
             recorded: false,
         };
         let call = self.inner.call(request);
@@ -214,8 +208,10 @@ where
     }
 }
 
-/// UNAVAILABLE, DEADLINE_EXCEEDED (in a trailers-only response's headers) and
-/// transport errors count against the downstream; anything else is its answer.
+/// UNAVAILABLE (in a trailers-only response's headers) and transport errors
+/// count against the downstream; DEADLINE_EXCEEDED says only that it was
+/// slow, and an UNAVAILABLE inviting a retry (RetryInfo) that it is busy;
+/// anything else is its answer.
 fn classify(result: &Result<Response, BoxError>) -> Outcome {
     match result {
         Err(_) => Outcome::Failure,
@@ -224,7 +220,16 @@ fn classify(result: &Result<Response, BoxError>) -> Outcome {
             .get(crate::observe::GRPC_STATUS)
             .map(|v| v.as_bytes())
         {
-            Some(b"14") | Some(b"4") => Outcome::Failure,
+            // An UNAVAILABLE with a RetryInfo is a live service asking for a
+            // retry later (an idempotent call still in progress there), not
+            // one failing.
+            Some(b"14") => match tonic::Status::from_header_map(response.headers()) {
+                Some(status) if crate::api::errors::retry_delay(&status).is_some() => {
+                    Outcome::Abandoned
+                }
+                _ => Outcome::Failure,
+            },
+            Some(b"4") => Outcome::Abandoned,
             _ => Outcome::Success,
         },
     }
@@ -272,6 +277,29 @@ mod tests {
         assert_eq!(breaker.admit(again), Some(true));
         breaker.record(true, Outcome::Success, again);
         assert_eq!(breaker.admit(again), Some(false), "a good probe closes");
+    }
+
+    #[test]
+    fn slow_calls_out_of_time_do_not_open_the_circuit() {
+        let breaker = Breaker::new(2, COOLDOWN);
+        let now = Instant::now();
+        let breaker = Arc::new(breaker);
+        // Dropped at the deadline: neutral.
+        for _ in 0..5 {
+            drop(Permit {
+                breaker: breaker.clone(),
+                probe: false,
+                recorded: false,
+            });
+        }
+        for _ in 0..5 {
+            let slow = classify(&Ok(http::Response::builder()
+                .header(crate::observe::GRPC_STATUS, "4")
+                .body(tonic::body::Body::empty())
+                .unwrap()));
+            breaker.record(false, slow, now);
+        }
+        assert_eq!(breaker.admit(now), Some(false), "still closed");
     }
 
     #[test]

@@ -289,21 +289,25 @@ backend_test! {
         let status = app.reserve(&order, &too_many).await.unwrap_err();
         assert_eq!(violated_fields(&status), ["lines"]);
 
-        // A negative ttl.
-        let status = app
-            .client
-            .clone()
-            .reserve_stock(with_token(
-                pb::ReserveStockRequest {
-                    order_id: order.clone(),
-                    lines: vec![pb::ReservationLine { sku: "SKU-A".into(), quantity: 1, unit_price: None }],
-                    ttl: Some(prost_types::Duration { seconds: -5, nanos: 0 }),
-                },
-                &app.service,
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(violated_fields(&status), ["ttl"]);
+        // A negative ttl, a non-normalised one, and ones whose arithmetic
+        // would overflow: each a field violation, never INTERNAL.
+        for (seconds, nanos) in [(-5, 0), (1, 2_000_000_000), (1, -1), (i64::MIN, 0), (i64::MIN, -999_999_999), (i64::MAX, 999_999_999)] {
+            let status = app
+                .client
+                .clone()
+                .reserve_stock(with_token(
+                    pb::ReserveStockRequest {
+                        order_id: order.clone(),
+                        lines: vec![pb::ReservationLine { sku: "SKU-A".into(), quantity: 1, unit_price: None }],
+                        ttl: Some(prost_types::Duration { seconds, nanos }),
+                    },
+                    &app.service,
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{seconds}s {nanos}ns");
+            assert_eq!(violated_fields(&status), ["ttl"], "{seconds}s {nanos}ns");
+        }
 
         // An explicit ttl within bounds is used as given.
         let reservation = app

@@ -85,6 +85,9 @@ pub struct SagaSettings {
     pub compensation_retry_max: Duration,
     /// Longest one remote call may take.
     pub attempt_timeout: Duration,
+    /// How long a charge whose outcome is unknown keeps being asked about
+    /// (with the same idempotency key) before the saga compensates.
+    pub charge_resolve_within: Duration,
     /// How long a runner's lease on an order lasts past its next planned
     /// action; a runner silent for longer is presumed dead.
     pub lease_ttl: Duration,
@@ -107,6 +110,22 @@ pub enum FaultPoint {
 /// without writing anything more, as a crash would (its lease stays until it
 /// expires).
 pub type FaultHook = Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
+/// A runner's heartbeat: every third of `lease_ttl`, extends `owner`'s lease
+/// on `order` to `lease_ttl` from now. Returns once the lease is no longer
+/// `owner`'s (taken over, or released as the saga ended).
+async fn keep_lease(inner: Arc<Inner>, order: OrderId, owner: String) {
+    let ttl = inner.settings.lease_ttl;
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let until = now_micros().saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        match inner.store.renew_lease(order, &owner, until).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => tracing::warn!(%error, "could not renew the saga lease; retrying"),
+        }
+    }
+}
 
 /// Starts and supervises saga runners. Cheap to clone.
 #[derive(Clone)]
@@ -167,10 +186,10 @@ impl Saga {
         format!("{}/{}", self.inner.instance, uuid::Uuid::now_v7().simple())
     }
 
-    /// When a lease taken now for a runner's first action ends.
+    /// When a lease taken now for a runner's first action ends (its
+    /// heartbeat, [`keep_lease`], extends it while the runner lives).
     fn first_lease_until(&self) -> i64 {
-        let settings = &self.inner.settings;
-        now_micros() + (settings.attempt_timeout + settings.lease_ttl).as_micros() as i64
+        now_micros() + self.inner.settings.lease_ttl.as_micros() as i64
     }
 
     /// True once shutdown has begun.
@@ -233,7 +252,17 @@ impl Saga {
                         inner: inner.clone(),
                         order,
                     };
-                    runner::run(inner, order, owner, settled_tx).await;
+                    // The runner's heartbeat keeps its lease short-lived
+                    // (so a crashed runner's order is resumed within
+                    // seconds) however long a step waits. Should the lease
+                    // be lost, the runner stops; its writes would be fenced
+                    // off anyway.
+                    tokio::select! {
+                        () = runner::run(inner.clone(), order, owner.clone(), settled_tx) => {}
+                        () = keep_lease(inner, order, owner) => {
+                            tracing::warn!("saga lease lost; this runner stops");
+                        }
+                    }
                 })
                 .instrument(span)
                 .with_context(trace),

@@ -176,7 +176,7 @@ impl Runner<'_> {
                     effect: Effect::Unrecorded,
                     detail: String::new(),
                 }],
-                lease: Lease::HoldFor(settings.attempt_timeout + settings.lease_ttl),
+                lease: Lease::HoldFor(settings.lease_ttl),
                 ..Transition::default()
             },
         )
@@ -244,6 +244,7 @@ impl Runner<'_> {
                     effect: Effect::None,
                     reason: "INTERNAL",
                     message: "the order has no total or no payment method to charge".into(),
+                    unresolved: false,
                 }),
             },
             StepKind::CommitStock => downstreams.commit(order.id).await.map(|detail| Transition {
@@ -304,7 +305,10 @@ impl Runner<'_> {
             detail: failure.message.clone(),
         };
         let tries = order.steps.tries_since_success(step) + 1;
-        if failure.retry && tries < self.inner.settings.step_attempts {
+        if failure.retry
+            && (tries < self.inner.settings.step_attempts
+                || self.may_still_resolve(order, step, &failure))
+        {
             let pause = backoff(
                 attempt,
                 self.inner.settings.retry_base,
@@ -344,16 +348,49 @@ impl Runner<'_> {
             detail: String::new(),
             at: 0,
         });
+        // The customer reads `failure_message`: a business refusal says what
+        // they can act on (which skus were short, the decline); anything
+        // else gets a plain sentence. The downstream's own words stay in the
+        // step history and the log.
+        tracing::warn!(
+            order_id = %order.id,
+            step = step.as_str(),
+            reason = failure.reason,
+            detail = %failure.message,
+            "order failed"
+        );
+        let plain = customer_message(&failure);
         let message = if failure.retry {
-            format!("gave up after {tries} tries: {}", failure.message)
+            format!("gave up after {tries} tries: {plain}")
         } else {
-            failure.message.clone()
+            plain
         };
         let mut change = self.next_compensation(order.state, &log, Phase::Release);
         change.steps.insert(0, failed_row);
         change.failure = Some((failure.reason.to_owned(), message));
         change.forget_payment_token = true;
         self.finish(order, change).await
+    }
+
+    /// Whether a charge whose outcome is unknown (its tries ran out of time;
+    /// the provider may yet approve) is still worth asking about, past the
+    /// step's try budget: asking again under the same idempotency key finds
+    /// out what it came to, and a slow approval is a sale, not a failure.
+    /// Bounded by `charge_resolve_within` from the first try.
+    fn may_still_resolve(&self, order: &OrderRecord, step: StepKind, failure: &Failure) -> bool {
+        if step != StepKind::ChargePayment || !failure.unresolved {
+            return false;
+        }
+        let within = i64::try_from(self.inner.settings.charge_resolve_within.as_micros())
+            .unwrap_or(i64::MAX);
+        order
+            .steps
+            .0
+            .iter()
+            .find(|entry| entry.step == step)
+            .is_some_and(|first| {
+                agora_interceptors::api::time::now_micros().saturating_sub(first.at) < within
+            })
     }
 
     /// The transition into the first compensation phase at or after `from`
@@ -365,8 +402,7 @@ impl Runner<'_> {
         let release = from == Phase::Release && log.may_have_applied(StepKind::ReserveStock);
         let refund = matches!(from, Phase::Release | Phase::Refund)
             && log.may_have_applied(StepKind::ChargePayment);
-        let lease =
-            Lease::HoldFor(self.inner.settings.attempt_timeout + self.inner.settings.lease_ttl);
+        let lease = Lease::HoldFor(self.inner.settings.lease_ttl);
         if release {
             Transition {
                 phase: Some(Phase::Release),
@@ -437,6 +473,7 @@ impl Runner<'_> {
                 effect: Effect::None,
                 reason: "PAYMENT_PENDING",
                 message: progress.detail,
+                unresolved: false,
             },
             Err(failure) => failure,
         };
@@ -521,5 +558,55 @@ mod tests {
             assert!(third >= base * 2 && third <= base * 4);
             assert!(backoff(30, base, max) <= max);
         }
+    }
+}
+
+/// What the customer is told about `failure` (see `Order.failure_message`):
+/// a downstream's refusal as it worded it for them, else a plain sentence
+/// by reason, never an RPC status or another service's internals.
+pub(crate) fn customer_message(failure: &Failure) -> String {
+    if failure.effect == Effect::Refused {
+        return failure.message.clone();
+    }
+    match failure.reason {
+        "PAYMENT_UNAVAILABLE" | "PAYMENT_PENDING" => {
+            "the payment could not be completed; anything charged is refunded"
+        }
+        "PAYMENT_FAILED" => "the payment could not be made; anything charged is refunded",
+        "INVENTORY_UNAVAILABLE" => "the stock could not be checked; try again later",
+        "COMMIT_FAILED" | "RESERVATION_EXPIRED" => {
+            "the reserved stock could not be sold; anything charged is refunded"
+        }
+        _ => "the order could not be completed; anything charged is refunded",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod customer_message_tests {
+    use super::*;
+
+    #[test]
+    fn technical_failures_read_plainly_and_refusals_keep_their_words() {
+        let technical = Failure {
+            retry: false,
+            effect: Effect::Unknown,
+            reason: "PAYMENT_FAILED",
+            message: "payment answered InvalidArgument: invalid request: amount".into(),
+            unresolved: false,
+        };
+        let told = customer_message(&technical);
+        assert!(
+            !told.contains("InvalidArgument") && !told.contains("amount"),
+            "{told}"
+        );
+        let declined = Failure {
+            retry: false,
+            effect: Effect::Refused,
+            reason: "PAYMENT_DECLINED",
+            message: "the payment was declined (card_declined)".into(),
+            unresolved: false,
+        };
+        assert_eq!(customer_message(&declined), declined.message);
     }
 }

@@ -203,3 +203,76 @@ backend_test! {
         suite.stop().await;
     }
 }
+
+backend_test! {
+    async fn with_default_leases_a_crashed_order_resumes_within_seconds(db: &TestDatabase) {
+        let defaults = agora_order::OrderConfig::defaults();
+        let mut suite = Suite::start(
+            db,
+            SuiteOptions {
+                order: Some(Box::new(move |config| {
+                    // The shipped lease and recovery settings, not the suite's.
+                    config.saga_lease_ttl = defaults.saga_lease_ttl;
+                    config.saga_recovery_interval = defaults.saga_recovery_interval;
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+        suite.product("MUG", 1000, 100).await;
+        let (_, token) = customer(&suite.user, "ada@example.com").await;
+
+        // Crash right after the charge, before its answer is recorded.
+        suite.stop_order().await;
+        let (hook, fired) = crash_once(FaultPoint::AfterCall(StepKind::ChargePayment));
+        suite.start_order(Some(hook)).await;
+        let placed = place(&suite.orders(), place_request(vec![line("MUG", 1)], "tok_visa"), &token)
+            .await
+            .unwrap();
+        assert!(fired.load(Ordering::SeqCst));
+        suite.stop_order().await;
+
+        let restarted = std::time::Instant::now();
+        suite.start_order(None).await;
+        let order = wait_for_order(&suite.orders(), &placed.order_id, &token, is_settled).await;
+        let took = restarted.elapsed();
+        println!("terminal {took:?} after the restart");
+        assert_eq!(order.state(), pb::OrderState::Confirmed, "{order:#?}");
+        assert!(took < Duration::from_secs(10), "resumed {took:?} after the restart (was ~38 s with the 35 s lease)");
+        assert_eq!(suite.provider.captures(), 1, "charged exactly once");
+        suite.assert_reconciled(&order).await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_live_runner_keeps_its_short_lease_through_a_slow_step(db: &TestDatabase) {
+        let suite = Suite::start(
+            db,
+            SuiteOptions {
+                order: Some(Box::new(|config| {
+                    // The slow card takes twice the lease: only the runner's
+                    // heartbeat keeps the order from another process.
+                    config.saga_lease_ttl = Duration::from_secs(1);
+                    config.saga_recovery_interval = Duration::from_millis(50);
+                })),
+                ..Default::default()
+            },
+        )
+        .await;
+        suite.product("MUG", 1000, 100).await;
+        let (_, token) = customer(&suite.user, "ada@example.com").await;
+        // A second process looks for orphaned orders all along.
+        let second = start_order(suite.order_config(), &suite.keys, agora_order::ServeOptions::default()).await;
+        let order = place(&suite.orders(), place_request(vec![line("MUG", 1)], "tok_slow"), &token).await.unwrap();
+        let order = wait_for_order(&suite.orders(), &order.order_id, &token, is_settled).await;
+        assert_eq!(order.state(), pb::OrderState::Confirmed, "{order:#?}");
+        use pb::SagaStepKind::ChargePayment as C;
+        use pb::SagaStepStatus::Started as S;
+        let charge_tries = order.steps.iter().filter(|s| s.step() == C && s.status() == S).count();
+        assert_eq!(charge_tries, 1, "no other runner took the order over: {order:#?}");
+        assert_eq!(suite.provider.captures(), 1);
+        second.stop().await;
+        suite.stop().await;
+    }
+}

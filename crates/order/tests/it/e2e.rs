@@ -1,7 +1,11 @@
 //! The PlaceOrder saga end to end: user, inventory, payment and order
 //! in-process over real gRPC, on each backend.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use agora_payment::TestGateway;
+use agora_testkit::providers::FlakyProvider;
 
 use agora_proto::inventory::v1 as inv;
 use agora_proto::order::v1 as pb;
@@ -137,6 +141,10 @@ backend_test! {
         assert_eq!(order.state(), pb::OrderState::Failed, "{order:#?}");
         assert_eq!(order.failure_reason, "PAYMENT_UNAVAILABLE");
         assert!(order.failure_message.contains("gave up after 3 tries"), "{}", order.failure_message);
+        // The customer reads a plain reason; the payment service's own words
+        // stay in the step history for operators.
+        assert!(!order.failure_message.contains("answered"), "{}", order.failure_message);
+        assert!(order.steps.iter().any(|s| s.detail.contains("payment answered")), "{order:#?}");
         let charge_tries = order.steps.iter().filter(|s| s.step() == CHARGE && s.status() == START).count();
         assert_eq!(charge_tries, 3);
         assert!(steps(&order).contains(&(RELEASE, OK)), "{order:#?}");
@@ -341,6 +349,44 @@ backend_test! {
         // Each message is a newer version: the step log only grows.
         assert!(seen.windows(2).all(|w| w[0].steps.len() < w[1].steps.len()), "{seen:#?}");
         suite.assert_reconciled(seen.last().unwrap()).await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn a_slow_provider_confirms_concurrent_orders_instead_of_failing_them(db: &TestDatabase) {
+        // The provider approves after 3 s, and each charge try gives up after
+        // 1 s (a deployment whose timeout is below the provider's latency):
+        // every try runs out of time, yet the sale is made. The saga asks
+        // again under the same key until the payment answers, and the
+        // breaker does not count slow tries as failures.
+        let provider = Arc::new(FlakyProvider::new(Arc::new(TestGateway::new(Duration::from_secs(3)))));
+        let suite = Suite::start(
+            db,
+            SuiteOptions {
+                provider: Some(provider),
+                order: Some(Box::new(|config| config.saga_charge_timeout = Duration::from_secs(1))),
+                ..Default::default()
+            },
+        )
+        .await;
+        suite.product("MUG", 1200, 10).await;
+        let (_, token) = customer(&suite.user, "ada@example.com").await;
+        let client = suite.orders();
+        let placed = futures::future::join_all((0..5).map(|_| {
+            let client = client.clone();
+            let token = token.clone();
+            async move { place(&client, place_request(vec![line("MUG", 1)], "tok_slow"), &token).await.unwrap() }
+        }))
+        .await;
+        for order in placed {
+            let order = wait_for_order(&client, &order.order_id, &token, is_settled).await;
+            assert_eq!(order.state(), pb::OrderState::Confirmed, "{order:#?}");
+            suite.assert_reconciled(&order).await;
+        }
+        assert_eq!(suite.provider.captures(), 5, "one capture per order");
+        assert_eq!(suite.provider.refunds(), 0, "nothing taken back");
+        assert_eq!(suite.stock("MUG").await.on_hand, 5);
         suite.stop().await;
     }
 }

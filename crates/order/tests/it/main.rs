@@ -8,6 +8,7 @@ mod crash;
 mod e2e;
 mod lease;
 mod metrics;
+mod page_tokens;
 mod recovery;
 mod suite;
 mod support;

@@ -52,6 +52,25 @@ backend_test! {
         assert_eq!(denied.code(), Code::PermissionDenied);
         assert_eq!(app.get(&alice.user_id, &alice_token).await.unwrap().role, pb::Role::Customer as i32);
 
+        // Nor change their own email: the contract leaves that to admins.
+        let denied = client
+            .update_user(with_token(
+                pb::UpdateUserRequest {
+                    user: Some(pb::User {
+                        user_id: alice.user_id.clone(),
+                        email: "mallory@example.com".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(FieldMask { paths: vec!["email".into()] }),
+                    password: String::new(),
+                },
+                &alice_token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert_eq!(app.get(&alice.user_id, &alice_token).await.unwrap().email, "alice@example.com");
+
         // An admin reads, promotes and lists anyone.
         let admin = app.admin_token();
         assert_eq!(app.get(&bob.user_id, &admin).await.unwrap().user_id, bob.user_id);
