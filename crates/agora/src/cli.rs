@@ -26,6 +26,21 @@ pub struct Cli {
     #[arg(long, env = "AGORA_EPHEMERAL", global = true)]
     pub ephemeral: bool,
 
+    /// Run the suite on this PostgreSQL server instead of SQLite: one
+    /// database per service (`agora_user`, `agora_order`, …), created when
+    /// missing; the dev keys and passwords stay under the data folder.
+    #[arg(
+        long,
+        env = "AGORA_POSTGRES_URL",
+        global = true,
+        conflicts_with = "ephemeral"
+    )]
+    pub postgres: Option<String>,
+
+    /// Prefix of the services' database names with --postgres.
+    #[arg(long, default_value = "agora_", global = true)]
+    pub postgres_db_prefix: String,
+
     /// Log format: "pretty" or "json".
     #[arg(
         long,
@@ -43,7 +58,16 @@ pub struct Cli {
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Start the suite (the default).
-    Run,
+    Run {
+        /// Each caller's calls per second on every service; 0 turns the
+        /// limit off (e.g. for `agora load`).
+        #[arg(long, env = "AGORA_RATE_LIMIT_PER_SECOND")]
+        rate_limit_per_second: Option<u32>,
+    },
+    /// Load the suite with orders, closed or open loop, and report orders
+    /// per second, latency percentiles, errors, CPU and memory per service
+    /// and write transactions per order.
+    Load(Box<crate::load::LoadArgs>),
     /// Print an access token signed with the development key.
     Token {
         /// Role of the token: customer, admin or service.
@@ -125,6 +149,21 @@ pub enum EventsCommand {
     },
 }
 
+/// Where the suite keeps its data, from the global flags.
+fn storage(cli: &Cli) -> Storage {
+    if let Some(url) = &cli.postgres {
+        Storage::Postgres {
+            url: url.clone(),
+            prefix: cli.postgres_db_prefix.clone(),
+            data_dir: cli.data_dir.clone(),
+        }
+    } else if cli.ephemeral {
+        Storage::Ephemeral
+    } else {
+        Storage::Dir(cli.data_dir.clone())
+    }
+}
+
 fn parse_service(s: &str) -> Result<Service, String> {
     Service::ALL
         .into_iter()
@@ -138,18 +177,29 @@ fn parse_role(s: &str) -> Result<Role, String> {
 
 /// Runs the chosen command; `Ok(code)` is the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
-            let storage = if cli.ephemeral {
-                Storage::Ephemeral
-            } else {
-                Storage::Dir(cli.data_dir)
-            };
+    let storage = storage(&cli);
+    match cli.command.unwrap_or(Command::Run {
+        rate_limit_per_second: None,
+    }) {
+        Command::Run {
+            rate_limit_per_second,
+        } => {
             let options = SuiteOptions {
                 storage,
                 ports: Ports::Standard,
+                rate_limit_per_second,
             };
             suite::run(options).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Load(args) => {
+            let json = args.json;
+            let report = crate::load::run(*args, storage, &cli.data_dir).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json)?);
+            } else {
+                println!("{}", report.table());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate {
             service,
@@ -253,6 +303,7 @@ async fn run_demo(given: Option<Targets>) -> anyhow::Result<()> {
     let suite = Suite::start(SuiteOptions {
         storage: Storage::Ephemeral,
         ports: Ports::Any,
+        rate_limit_per_second: None,
     })
     .await?;
     println!("All five services SERVING after {:.0?}.", suite.startup);

@@ -33,9 +33,23 @@ pub fn in_memory() -> DevAccounts {
     accounts(random_password(), random_password(), None)
 }
 
+/// The passwords under `data_dir/keys`, if a suite made them there.
+pub fn load(data_dir: &Path) -> anyhow::Result<Option<DevAccounts>> {
+    let path = passwords_path(data_dir);
+    if path.exists() {
+        load_or_create(data_dir).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn passwords_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("dev-passwords")
+}
+
 /// The passwords under `data_dir/keys`, made on first use.
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<DevAccounts> {
-    let path = data_dir.join("keys").join("dev-passwords");
+    let path = passwords_path(data_dir);
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;

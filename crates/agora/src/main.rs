@@ -28,10 +28,10 @@ async fn run() -> ExitCode {
         }
         Err(error) => error.exit(),
     };
-    // The demo prints its own story; the in-process suite it may start logs
-    // only warnings unless RUST_LOG says otherwise.
+    // The demo and the load generator print their own story; the in-process
+    // suite they may start logs only warnings unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
-        Some(cli::Command::Demo { .. }) => "warn",
+        Some(cli::Command::Demo { .. } | cli::Command::Load(_)) => "warn",
         _ => agora_interceptors::telemetry::DEFAULT_FILTER,
     };
     agora_interceptors::telemetry::init_with_filter(cli.log_format, default_filter);

@@ -1,5 +1,6 @@
 //! Starts every service in this process, each on its own port with its own
-//! SQLite database and metrics port, and stops them together.
+//! database (a SQLite file, in memory, or on a PostgreSQL server) and metrics
+//! port, and stops them together.
 //!
 //! [`run`] is `cargo run`: start, print the banner, wait for Ctrl-C or
 //! SIGTERM, stop. [`Suite::start`] is the same start for `agora demo` and the
@@ -37,6 +38,18 @@ pub enum Storage {
     Dir(PathBuf),
     /// In-memory SQLite and in-memory keys: nothing is written, nothing kept.
     Ephemeral,
+    /// One database per service on a PostgreSQL server, named
+    /// `<prefix><service>` and created when missing; the dev keys and
+    /// passwords in `data_dir`, as with [`Storage::Dir`].
+    Postgres {
+        /// Any database on the server, to connect to for creating the
+        /// services' ones: `postgres://user@host:port/postgres`.
+        url: String,
+        /// Database name prefix, e.g. `agora_` for `agora_order`.
+        prefix: String,
+        /// Where the dev keys and passwords live.
+        data_dir: PathBuf,
+    },
 }
 
 /// Which ports the services listen on.
@@ -47,6 +60,9 @@ pub enum Ports {
     /// Any free ports on 127.0.0.1, without metrics endpoints (tests, and a
     /// demo run while another suite holds the standard ones).
     Any,
+    /// Any free ports on 127.0.0.1, metrics endpoints included (`agora load
+    /// --start` reads the services' counters).
+    AnyWithMetrics,
 }
 
 /// How to start the suite.
@@ -56,6 +72,9 @@ pub struct SuiteOptions {
     pub storage: Storage,
     /// Which ports.
     pub ports: Ports,
+    /// Each caller's calls per second on every service (`Some(0)`: no
+    /// limit); `None` keeps the services' default.
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// The five services of the suite.
@@ -183,11 +202,17 @@ impl Suite {
     pub async fn start(options: SuiteOptions) -> anyhow::Result<Suite> {
         let started = Instant::now();
         let (keys, accounts) = match &options.storage {
-            Storage::Dir(dir) => (
+            Storage::Dir(dir) | Storage::Postgres { data_dir: dir, .. } => (
                 dev_keys::load_or_create(dir)?,
                 dev_accounts::load_or_create(dir)?,
             ),
             Storage::Ephemeral => (dev_keys::in_memory()?, dev_accounts::in_memory()),
+        };
+        let database_urls = match &options.storage {
+            Storage::Postgres { url, prefix, .. } => {
+                Some(crate::postgres::create_databases(url, prefix).await?)
+            }
+            _ => None,
         };
         let (stop, stop_rx) = watch::channel(false);
         let stopped = move || {
@@ -198,7 +223,9 @@ impl Suite {
         };
         let place = Placement {
             storage: &options.storage,
+            database_urls: database_urls.as_ref(),
             ports: options.ports,
+            rate_limit_per_second: options.rate_limit_per_second,
             keys: &keys,
         };
 
@@ -282,7 +309,7 @@ impl Suite {
         // The gateway in front of all four, on :8080 (or any free port).
         let gateway_port = match options.ports {
             Ports::Standard => GATEWAY_PORT,
-            Ports::Any => 0,
+            Ports::Any | Ports::AnyWithMetrics => 0,
         };
         let gateway_addr = SocketAddr::from(([127, 0, 0, 1], gateway_port));
         let gateway_listener = TcpListener::bind(gateway_addr).await.with_context(|| {
@@ -468,7 +495,10 @@ impl Session {
 /// Where each service's data, keys and ports go.
 struct Placement<'a> {
     storage: &'a Storage,
+    /// Each service's PostgreSQL database, by label.
+    database_urls: Option<&'a std::collections::BTreeMap<&'static str, String>>,
     ports: Ports,
+    rate_limit_per_second: Option<u32>,
     keys: &'a DevKeys,
 }
 
@@ -486,18 +516,31 @@ impl Placement<'_> {
                 format!("sqlite://{}/{}.db?mode=rwc", dir.display(), service.label())
             }
             Storage::Ephemeral => "sqlite::memory:".to_owned(),
+            Storage::Postgres { .. } => self
+                .database_urls
+                .and_then(|urls| urls.get(service.label()))
+                .context("the service's PostgreSQL database was not created")?
+                .clone(),
         });
         serve.jwt_jwks_file = self.keys.jwks_file.clone();
+        if let Some(limit) = self.rate_limit_per_second {
+            serve.rate_limit_per_second = limit;
+        }
         serve.metrics_listen = None;
-        if self.ports == Ports::Standard {
-            let address = SocketAddr::from(([127, 0, 0, 1], service.standard_port() + 100));
+        let metrics_port = match self.ports {
+            Ports::Standard => Some(service.standard_port() + 100),
+            Ports::AnyWithMetrics => Some(0),
+            Ports::Any => None,
+        };
+        if let Some(port) = metrics_port {
+            let address = SocketAddr::from(([127, 0, 0, 1], port));
             let listener = std::net::TcpListener::bind(address).with_context(|| {
                 format!(
                     "binding the {} service's metrics endpoint to {address} (is another suite running?)",
                     service.label()
                 )
             })?;
-            serve.metrics_listen = Some(address);
+            serve.metrics_listen = Some(listener.local_addr()?);
             serve.metrics_prebound = PreboundListener::new(listener);
         }
         Ok(())
@@ -515,7 +558,7 @@ impl Placement<'_> {
     {
         let port = match self.ports {
             Ports::Standard => service.standard_port(),
-            Ports::Any => 0,
+            Ports::Any | Ports::AnyWithMetrics => 0,
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = TcpListener::bind(addr).await.with_context(|| {

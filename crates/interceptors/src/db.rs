@@ -4,11 +4,20 @@
 //!
 //! SQLite gets WAL (readers never block the writer), a busy timeout (writers queue
 //! instead of failing) and foreign keys; its file's folder is created on demand.
+//! Writes go through [`Database::begin_write`] or [`Database::writer`]: on a
+//! SQLite file that is a pool of one connection, so writers queue in the pool
+//! (one wake-up when their turn comes) instead of sleeping in SQLite's busy
+//! handler, and reads keep the other connections. Each write transaction is
+//! counted (`agora_db_write_transactions_total` on every service's metrics).
+//! Connections are not pinged on acquire (a dead one fails its query, which
+//! [`is_transient`] reports as UNAVAILABLE, and the pool drops it).
 //!
 //! A service opens its database in one call, [`DatabaseArgs::open`]: the URL
 //! and pool size from its flags, its [`Migrations`] applied before it serves.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -79,11 +88,15 @@ impl DatabaseArgs {
     }
 }
 
-/// A service's connection pool, and which engine is behind it.
+/// A service's connection pools, and which engine is behind them.
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: AnyPool,
+    /// Where writes go: one connection on a SQLite file (SQLite has one
+    /// writer at a time anyway), the same pool otherwise.
+    writer: AnyPool,
     backend: Backend,
+    write_transactions: Arc<AtomicU64>,
 }
 
 /// Pool settings.
@@ -125,40 +138,24 @@ impl Database {
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         // An in-memory SQLite database lives as long as its one connection.
         let in_memory = backend == Backend::Sqlite && url.contains(":memory:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if in_memory {
-                1
-            } else {
-                settings.max_connections
-            })
-            .min_connections(if in_memory { 1 } else { 0 })
-            .idle_timeout(if in_memory {
-                None
-            } else {
-                Some(Duration::from_secs(300))
-            })
-            .max_lifetime(if in_memory {
-                None
-            } else {
-                Some(Duration::from_secs(1800))
-            })
-            .acquire_timeout(settings.acquire_timeout)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, in_memory, settings, settings.max_connections)
+            .connect_with(options.clone())
             .await
             .context("connecting to the database")?;
-        Ok(Self { pool, backend })
+        let writer = if backend == Backend::Sqlite && !in_memory {
+            pool_options(backend, false, settings, 1)
+                .connect_with(options)
+                .await
+                .context("connecting to the database")?
+        } else {
+            pool.clone()
+        };
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+            write_transactions: Arc::default(),
+        })
     }
 
     /// Connects to `url` and applies `migrations`, so the schema is current
@@ -190,6 +187,30 @@ impl Database {
         &self.pool
     }
 
+    /// Begins a write transaction (counted; `BEGIN IMMEDIATE` on SQLite, so
+    /// it holds the write lock from its first statement and never has to
+    /// upgrade a read lock midway).
+    pub async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        self.write_transactions.fetch_add(1, Ordering::Relaxed);
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.writer.begin().await,
+        }
+    }
+
+    /// The pool for one write statement outside a transaction (counted as
+    /// one write transaction: the statement commits on its own).
+    pub fn writer(&self) -> &AnyPool {
+        self.write_transactions.fetch_add(1, Ordering::Relaxed);
+        &self.writer
+    }
+
+    /// Write transactions begun so far through [`Self::begin_write`] and
+    /// [`Self::writer`].
+    pub fn write_transactions(&self) -> u64 {
+        self.write_transactions.load(Ordering::Relaxed)
+    }
+
     /// Which engine this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -204,7 +225,52 @@ impl Database {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
+}
+
+/// One pool's options: `max_connections` connections (one, kept forever, for
+/// an in-memory SQLite database), no ping on acquire, SQLite's pragmas on
+/// connect.
+fn pool_options(
+    backend: Backend,
+    in_memory: bool,
+    settings: &PoolSettings,
+    max_connections: u32,
+) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(if in_memory { 1 } else { max_connections })
+        .min_connections(if in_memory { 1 } else { 0 })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(300))
+        })
+        .max_lifetime(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(1800))
+        })
+        .acquire_timeout(settings.acquire_timeout)
+        // A ping per acquire is a round trip (to SQLite's worker thread, or
+        // over the network) before every query; a broken connection fails
+        // its query instead, and the pool drops it.
+        .test_before_acquire(false)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // synchronous = NORMAL in WAL mode: a commit survives a
+                    // crash of the process; only a power loss may lose the
+                    // last commits, never corrupt the file.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Creates the folder a SQLite file URL points into, so `sqlite://data/x.db`

@@ -57,7 +57,7 @@ impl NotificationStore {
             // A JetStream delivery: the durable consumer keeps the position.
             return Ok(());
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         set_cursor(&mut tx, source, cursor).await?;
         tx.commit().await?;
         Ok(())
@@ -72,7 +72,7 @@ impl NotificationStore {
         notification: &Notification,
     ) -> Result<bool, NotificationError> {
         let now = now_micros();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let fresh = claim_inbox(&mut tx, delivery, "notified", now).await?;
         if fresh {
             insert_notification(&mut tx, notification, now).await?;
@@ -93,7 +93,7 @@ impl NotificationStore {
         error: &str,
     ) -> Result<(), NotificationError> {
         let now = now_micros();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if claim_inbox(&mut tx, delivery, "dead", now).await? {
             sqlx::query(
                 "INSERT INTO dead_letters (event_id, source, event_type, event, attempts, \
@@ -124,7 +124,7 @@ impl NotificationStore {
         notification: &Notification,
     ) -> Result<bool, NotificationError> {
         let now = now_micros();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM dead_letters WHERE event_id = $1")
             .bind(notification.event_id.clone())
             .execute(&mut *tx)

@@ -16,8 +16,7 @@
 //! change's own transaction, as its last writes.
 //!
 //! Every committed change is announced on an in-process broadcast
-//! ([`OrderStore::changes_of`]), which WatchOrder streams and the waits of
-//! PlaceOrder and CancelOrder listen to.
+//! ([`OrderStore::changes_of`]), which WatchOrder streams.
 
 use std::time::Duration;
 
@@ -249,7 +248,7 @@ impl OrderStore {
         lease_until: i64,
     ) -> Result<Inserted, OrderError> {
         let now = now_micros();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (order_id, user_id, request_id, state, phase, payment_token, \
              lease_owner, lease_until, created_at, updated_at) \
@@ -479,7 +478,7 @@ impl OrderStore {
         .bind(owner.to_owned())
         .bind(until)
         .bind(now_micros())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -499,7 +498,7 @@ impl OrderStore {
         .bind(id.to_string())
         .bind(owner.to_owned())
         .bind(until)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -512,7 +511,7 @@ impl OrderStore {
         )
         .bind(id.to_string())
         .bind(owner.to_owned())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }
@@ -546,7 +545,7 @@ impl OrderStore {
             Lease::Keep | Lease::Release => None,
             Lease::HoldFor(hold) => Some(now.saturating_add(hold.as_micros() as i64)),
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE orders SET \
                phase = COALESCE($3, phase), \
@@ -588,21 +587,21 @@ impl OrderStore {
         };
         let step_count: i64 = updated.try_get("step_count")?;
         let first_seq = step_count - change.steps.len() as i64 + 1;
-        for (offset, step) in change.steps.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(id.to_string())
-            .bind(first_seq + offset as i64)
-            .bind(step.step.as_str().to_owned())
-            .bind(step.status.as_str().to_owned())
-            .bind(i64::from(step.attempt))
-            .bind(step.effect.as_str().to_owned())
-            .bind(truncate(&step.detail, 1000))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        if !change.steps.is_empty() {
+            // All of the transition's steps in one statement (one round trip).
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_steps_sql(change.steps.len())));
+            for (offset, step) in change.steps.iter().enumerate() {
+                insert = insert
+                    .bind(id.to_string())
+                    .bind(first_seq + offset as i64)
+                    .bind(step.step.as_str().to_owned())
+                    .bind(step.status.as_str().to_owned())
+                    .bind(i64::from(step.attempt))
+                    .bind(step.effect.as_str().to_owned())
+                    .bind(truncate(&step.detail, 1000))
+                    .bind(now);
+            }
+            insert.execute(&mut *tx).await?;
         }
         if let Some(prices) = &change.prices {
             for (sku, price) in &prices.lines {
@@ -662,7 +661,7 @@ impl OrderStore {
         .bind(owner.to_owned())
         .bind(until)
         .bind(now_micros())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         let began = result.rows_affected() == 1;
         if began {
@@ -697,6 +696,32 @@ impl OrderChanges {
             }
         }
     }
+}
+
+/// `INSERT INTO saga_steps … VALUES (…), (…)` for `rows` steps, eight
+/// placeholders each. Only the count varies: the text is ours.
+fn insert_steps_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * 8;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8
+        ));
+    }
+    sql
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

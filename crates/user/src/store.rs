@@ -84,7 +84,7 @@ impl UserStore {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(concat!(
             "INSERT INTO users (",
             columns!(),
@@ -168,7 +168,7 @@ impl UserStore {
 
     /// Deletes a user; false when there was none.
     pub async fn delete(&self, id: UserId) -> Result<bool, UserError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let result = sqlx::query("DELETE FROM users WHERE user_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)

@@ -5,6 +5,7 @@
 
 mod events;
 mod grpcurl;
+mod load;
 mod probe_table;
 mod readme;
 mod tools;
@@ -24,6 +25,7 @@ async fn start(storage: Storage) -> Suite {
     Suite::start(SuiteOptions {
         storage,
         ports: Ports::Any,
+        rate_limit_per_second: None,
     })
     .await
     .expect("the suite starts")

@@ -1,11 +1,12 @@
-//! Database pool gauges, read from the pool at scrape time so they are never
-//! stale and cost nothing between scrapes.
+//! Database pool gauges and the write-transaction counter, read from the pool
+//! at scrape time so they are never stale and cost nothing between scrapes.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::db::Database;
@@ -58,6 +59,14 @@ impl Collector for PoolCollector {
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new(max).encode(max_connections)
+        ConstGauge::new(max).encode(max_connections)?;
+
+        let writes = encoder.encode_descriptor(
+            "agora_db_write_transactions",
+            "Write transactions begun on the service's database.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(database.write_transactions()).encode(writes)
     }
 }

@@ -345,7 +345,7 @@ impl Outbox {
     /// NATS relay runs), never past an event not yet published. Returns how
     /// many were deleted.
     pub async fn prune(&self, before: i64, keep_unpublished: bool) -> Result<u64, sqlx::Error> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let last: Option<i64> =
             sqlx::query_scalar("SELECT MAX(position) FROM outbox WHERE created_at < $1")
                 .bind(before)

@@ -259,7 +259,7 @@ async fn publish_batch(
         .bind(*last);
         match claim.as_mut() {
             Some(tx) => mark.execute(&mut **tx).await?,
-            None => mark.execute(db.pool()).await?,
+            None => mark.execute(db.writer()).await?,
         };
     }
     if let Some(tx) = claim {

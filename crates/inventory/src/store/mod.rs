@@ -26,7 +26,7 @@ pub mod reservations;
 use std::future::Future;
 use std::time::Duration;
 
-use agora_interceptors::db::{Backend, Database, corrupt};
+use agora_interceptors::db::{Database, corrupt};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -47,10 +47,7 @@ const ATTEMPTS: u32 = 4;
 /// comment), a plain READ COMMITTED `BEGIN` on PostgreSQL, whose row locks
 /// and re-checked `WHERE` clauses make conditional updates safe.
 pub(crate) async fn begin_write(db: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match db.backend() {
-        Backend::Sqlite => db.pool().begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => db.pool().begin().await,
-    }
+    db.begin_write().await
 }
 
 /// Runs `operation` until it succeeds, fails for a reason a repeat cannot

@@ -23,7 +23,6 @@ impl Saga {
     ) -> Result<OrderRecord, OrderError> {
         let store = &self.inner.store;
         let id = order.id;
-        let changes = store.changes_of(id);
         let runner = match order.state {
             OrderState::Cancelled => None,
             OrderState::Pending | OrderState::Failed => {
@@ -51,6 +50,6 @@ impl Saga {
                 }
             }
         };
-        self.settled_or_deadline(id, changes, runner).await
+        self.settled_or_deadline(id, runner).await
     }
 }

@@ -25,7 +25,7 @@
 //! - `refund.rs`: which payments of an order to refund, by how much, under
 //!   which key, and when its money is settled.
 //! - [`Saga`] (here): starts runners, holds the recovery loop, waits for an
-//!   order to settle, stops cleanly.
+//!   order to settle (its runner says when), stops cleanly.
 //!
 //! The vocabulary (phases, steps, the log) is [`crate::steps`]; the saga
 //! uses the store, the downstream calls and it, and none of them uses the
@@ -33,8 +33,10 @@
 //!
 //! **Durability.** The order and its saga state are recorded before any
 //! remote call; each try of a step is recorded as STARTED before its call and
-//! with its outcome after, each in its own transaction, before anything else
-//! happens. A runner can therefore stop anywhere (crash, lost lease,
+//! with its outcome after, before anything else happens. A forward step's
+//! success and the next forward step's STARTED row are one transaction (one
+//! commit instead of two, with the same guarantee: the next call is still
+//! preceded by its durable STARTED row). A runner can therefore stop anywhere (crash, lost lease,
 //! shutdown) and any process resumes the order from the database.
 //!
 //! **Recovery.** At start-up and every `recovery_interval`, orders with work
@@ -54,7 +56,7 @@ use std::time::Duration;
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::client::{CallContext, current_deadline};
 use opentelemetry::context::FutureExt as _;
-use tokio::sync::oneshot;
+use tokio::sync::watch as signal;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,7 +66,7 @@ use crate::domain::OrderId;
 use crate::downstream::Downstreams;
 use crate::error::OrderError;
 use crate::steps::StepKind;
-use crate::store::{OrderChanges, OrderRecord, OrderStore};
+use crate::store::{OrderRecord, OrderStore};
 
 pub use watch::{OrderWatch, WatchError};
 
@@ -199,12 +201,14 @@ impl Saga {
     /// this process, or gives the lease up when none can start (this process
     /// already drives the order, or is shutting down), so that recovery
     /// resumes the order without waiting for the lease to expire. The
-    /// receiver resolves when the runner stops, for whatever reason.
+    /// receiver turns true once the runner has settled the order (CONFIRMED,
+    /// FAILED, CANCELLED), and closes when the runner stops, for whatever
+    /// reason.
     async fn drive_or_release(
         &self,
         order: OrderId,
         owner: String,
-    ) -> Result<Option<oneshot::Receiver<()>>, OrderError> {
+    ) -> Result<Option<signal::Receiver<bool>>, OrderError> {
         let runner = self.drive(order, owner.clone());
         if runner.is_none() {
             self.inner.store.release_lease(order, &owner).await?;
@@ -215,7 +219,7 @@ impl Saga {
     /// Runs the saga of `order`, whose lease `owner` holds, on its own task
     /// (it outlives the call that started it). `None` when this process
     /// already drives the order or is shutting down.
-    fn drive(&self, order: OrderId, owner: String) -> Option<oneshot::Receiver<()>> {
+    fn drive(&self, order: OrderId, owner: String) -> Option<signal::Receiver<bool>> {
         if self.is_stopping() {
             return None;
         }
@@ -225,7 +229,7 @@ impl Saga {
                 return None;
             }
         }
-        let (done_tx, done_rx) = oneshot::channel();
+        let (settled_tx, settled_rx) = signal::channel(false);
         let inner = self.inner.clone();
         // The saga's downstream calls carry the starting call's request id
         // (and trace), but never its deadline: the saga outlives the call.
@@ -244,7 +248,6 @@ impl Saga {
         self.inner.tasks.spawn(
             context
                 .scope(async move {
-                    let _done = done_tx;
                     let _running = RunningGuard {
                         inner: inner.clone(),
                         order,
@@ -255,7 +258,7 @@ impl Saga {
                     // be lost, the runner stops; its writes would be fenced
                     // off anyway.
                     tokio::select! {
-                        () = runner::run(inner.clone(), order, owner.clone()) => {}
+                        () = runner::run(inner.clone(), order, owner.clone(), settled_tx) => {}
                         () = keep_lease(inner, order, owner) => {
                             tracing::warn!("saga lease lost; this runner stops");
                         }
@@ -264,7 +267,7 @@ impl Saga {
                 .instrument(span)
                 .with_context(trace),
         );
-        Some(done_rx)
+        Some(settled_rx)
     }
 
     /// Starts the recovery loop: now, then every `recovery_interval`, lease
@@ -316,35 +319,26 @@ impl Saga {
         Ok(resumed)
     }
 
-    /// Waits until order `id` is settled, or until `runner` (the runner the
-    /// caller started, if any) stops, but not past the served call's deadline
-    /// less a margin to answer in: then the saga carries on in the
-    /// background. Answers the order as it is then. `changes` was taken
-    /// before the runner started, so no change is missed.
+    /// Waits until the runner the caller started (if any) has settled order
+    /// `id` or stopped, but not past the served call's deadline less a margin
+    /// to answer in: then the saga carries on in the background. Answers the
+    /// order as it is then, read once. The runner itself says when it settles
+    /// the order, so the wait is one wake-up, not one per change of every
+    /// order in flight.
     async fn settled_or_deadline(
         &self,
         id: OrderId,
-        mut changes: OrderChanges,
-        runner: Option<oneshot::Receiver<()>>,
+        runner: Option<signal::Receiver<bool>>,
     ) -> Result<OrderRecord, OrderError> {
-        if let Some(mut done) = runner {
+        if let Some(mut settled) = runner {
             let now = Instant::now();
             let deadline = current_deadline().unwrap_or(now + Duration::from_secs(30));
             let left = deadline.saturating_duration_since(now);
             let margin = (left / 10).max(Duration::from_millis(50)).min(left);
-            let give_up = tokio::time::sleep_until(deadline - margin);
-            tokio::pin!(give_up);
-            loop {
-                tokio::select! {
-                    _ = &mut done => break,
-                    () = &mut give_up => break,
-                    more = changes.changed() => if !more { break },
-                }
-                if let Ok(Some(order)) = self.inner.store.get(id).await
-                    && !order.state.is_in_flight()
-                {
-                    return Ok(order);
-                }
+            tokio::select! {
+                // Settled, or the runner stopped (its sender dropped).
+                _ = settled.wait_for(|settled| *settled) => {}
+                () = tokio::time::sleep_until(deadline - margin) => {}
             }
         }
         self.inner.store.order(id).await

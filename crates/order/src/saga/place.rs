@@ -47,9 +47,8 @@ impl Saga {
             return repeat(existing, &order.cart);
         }
         tracing::info!(order_id = %id, user_id = %order.customer, "order placed");
-        let changes = store.changes_of(id);
         let runner = self.drive_or_release(id, owner).await?;
-        self.settled_or_deadline(id, changes, runner).await
+        self.settled_or_deadline(id, runner).await
     }
 }
 

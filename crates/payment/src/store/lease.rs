@@ -103,7 +103,7 @@ impl PaymentStore {
             .bind(id.to_string())
             .bind(now)
             .bind(lease_until)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db.writer())
             .await?;
         Ok(row
             .map(|row| row.try_get::<i64, _>("attempts"))
@@ -123,7 +123,7 @@ impl PaymentStore {
             .bind(id.to_string())
             .bind(fence)
             .bind(now)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await?;
         Ok(result.rows_affected() == 1)
     }

@@ -89,7 +89,7 @@ impl PaymentStore {
         &self,
         guarded: AnyQuery<'static>,
     ) -> Result<Option<Transaction<'static, Any>>, PaymentError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if guarded.execute(&mut *tx).await?.rows_affected() == 1 {
             Ok(Some(tx))
         } else {

@@ -193,7 +193,7 @@ impl PaymentStore {
             Some(_) => InsertPaymentError::Conflict,
             None => InsertPaymentError::Db(e.into()),
         };
-        let mut tx = self.db.pool().begin().await.map_err(db_err)?;
+        let mut tx = self.db.begin_write().await.map_err(db_err)?;
         sqlx::query(
             "INSERT INTO payments (payment_id, order_id, user_id, amount_minor, currency_code, \
                state, idempotency_key, request_fingerprint, payment_method_token, live_order_id, \
