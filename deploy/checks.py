@@ -26,11 +26,28 @@ SERVICES = {
     "order": (50052, "agora.order.v1.OrderService"),
     "payment": (50053, "agora.payment.v1.PaymentService"),
     "inventory": (50054, "agora.inventory.v1.InventoryService"),
+    "notification": (50055, "agora.notification.v1.NotificationService"),
 }
-# Who calls whom inside the system: order's saga and nothing else.
-CALLS = {"user": {"order"}, "inventory": {"order"}, "payment": {"order"}, "order": set()}
-# order's settings naming its downstreams.
-DOWNSTREAM_URLS = {"AGORA_USER_URL": "user", "AGORA_INVENTORY_URL": "inventory", "AGORA_PAYMENT_URL": "payment"}
+# Who calls whom inside the system: order's saga, and notification reading
+# order's and payment's event feeds.
+CALLS = {
+    "user": {"order"},
+    "inventory": {"order"},
+    "payment": {"order", "notification"},
+    "order": {"notification"},
+    "notification": set(),
+}
+# Each caller's settings naming its downstreams.
+DOWNSTREAM_URLS = {
+    "order": {"AGORA_USER_URL": "user", "AGORA_INVENTORY_URL": "inventory", "AGORA_PAYMENT_URL": "payment"},
+    "notification": {"AGORA_ORDER_URL": "order", "AGORA_PAYMENT_URL": "payment"},
+}
+# What the gateway fronts (notification is called directly).
+GATEWAY_UPSTREAMS = ("user", "order", "payment", "inventory")
+# Services whose signing key's kid must be in the JWKS, and the setting naming it.
+SIGNERS = {"user": "AGORA_JWT_SIGNING_KEY_ID", "order": "AGORA_SERVICE_SIGNING_KEY_ID", "notification": "AGORA_SERVICE_SIGNING_KEY_ID"}
+# NATS JetStream's client port (AGORA_NATS_URL, read by every service).
+NATS_PORT = 4222
 # Seconds a service needs after its drain to close connections, the pool and
 # the span exporter.
 CLOSE_MARGIN = 5
@@ -169,6 +186,7 @@ def check_k8s(path: str, base: bool) -> None:
         check_restricted(f"{workload['kind']} {workload['metadata']['name']}", workload["spec"]["template"]["spec"])
 
     pod_labels: dict[str, dict] = {}
+    nats_urls: dict[str, str | None] = {}
     for svc, (port, health_name) in SERVICES.items():
         name = f"agora-{svc}"
         deployment = deployments.get(name)
@@ -280,11 +298,11 @@ def check_k8s(path: str, base: bool) -> None:
         elif base and hpa[0]["spec"].get("minReplicas", 1) < 2:
             problem(f"{name}: fewer than two replicas in the base; one pod is no availability")
 
-        if svc == "order":
-            for key, target in DOWNSTREAM_URLS.items():
-                url = urlsplit(env.get(key, ""))
-                if url.hostname != f"agora-{target}" or url.port != SERVICES[target][0]:
-                    problem(f"{name}: {key}={env.get(key)!r} is not the agora-{target} Service's gRPC port")
+        for key, target in DOWNSTREAM_URLS.get(svc, {}).items():
+            url = urlsplit(env.get(key, ""))
+            if url.hostname != f"agora-{target}" or url.port != SERVICES[target][0]:
+                problem(f"{name}: {key}={env.get(key)!r} is not the agora-{target} Service's gRPC port")
+        nats_urls[svc] = env.get("AGORA_NATS_URL")
 
     # The gateway: HTTP probes on its one port, listening where they look,
     # settings it really reads, and the four services as its upstreams.
@@ -301,7 +319,8 @@ def check_k8s(path: str, base: bool) -> None:
             get = (main.get(probe) or {}).get("httpGet") or {}
             if get.get("path") != path or get.get("port") != "http":
                 problem(f"agora-gateway: {probe} is not GET {path} on the http port")
-        for svc, (svc_port, _) in SERVICES.items():
+        for svc in GATEWAY_UPSTREAMS:
+            svc_port = SERVICES[svc][0]
             url = urlsplit(env.get(f"AGORA_{svc.upper()}_URL", ""))
             if url.hostname != f"agora-{svc}" or url.port != svc_port:
                 problem(f"agora-gateway: AGORA_{svc.upper()}_URL is not the agora-{svc} Service's gRPC port")
@@ -309,7 +328,19 @@ def check_k8s(path: str, base: bool) -> None:
         if not any(s["metadata"]["name"] == "agora-gateway" for s in services):
             problem("agora-gateway: no Service")
 
-    # Network policy: the calls allowed between our pods are exactly the saga's.
+    # NATS: every service relays to (or, notification, reads from) one server.
+    check_nats_urls("Deployment agora-", nats_urls)
+    if not base:
+        # The overlay that runs NATS serves it where the services look.
+        url = urlsplit(next(iter(nats_urls.values())) or "")
+        nats = next((s for s in services if s["metadata"]["name"] == url.hostname), None)
+        if nats is None:
+            problem(f"AGORA_NATS_URL names host {url.hostname!r}, which no Service of the overlay is")
+        elif not any(p["port"] == url.port for p in nats["spec"]["ports"]):
+            problem(f"Service {url.hostname}: no port {url.port} (AGORA_NATS_URL)")
+
+    # Network policy: the calls allowed between our pods are exactly the
+    # system's (the saga's and notification's feeds).
     if not any(p["spec"].get("podSelector") == {} and "Ingress" in p["spec"].get("policyTypes", []) and not p["spec"].get("ingress") for p in policies):
         problem("no default-deny ingress NetworkPolicy")
     for target, target_labels in pod_labels.items():
@@ -325,7 +356,7 @@ def check_k8s(path: str, base: bool) -> None:
                         if peer == {} or same_namespace_pod or any_namespace_pod:
                             allowed.add(caller)
         if allowed != CALLS[target]:
-            problem(f"NetworkPolicy lets {sorted(allowed) or 'nobody'} call {target}; the saga needs {sorted(CALLS[target]) or 'nobody'}")
+            problem(f"NetworkPolicy lets {sorted(allowed) or 'nobody'} call {target}; the system's calls need {sorted(CALLS[target]) or 'nobody'}")
         ports_open = set()
         for policy in policies:
             if selects(policy["spec"]["podSelector"], target_labels):
@@ -342,7 +373,7 @@ def check_k8s(path: str, base: bool) -> None:
 
         for secret in jwks_secrets:
             kids = {k["kid"] for k in json.loads(base64.b64decode(secret["data"]["jwks.json"]))["keys"]}
-            for svc, key in (("user", "AGORA_JWT_SIGNING_KEY_ID"), ("order", "AGORA_SERVICE_SIGNING_KEY_ID")):
+            for svc, key in SIGNERS.items():
                 deployment = deployments.get(f"agora-{svc}")
                 if deployment:
                     kid = env_of(deployment["spec"]["template"]["spec"]["containers"][0], config_maps).get(key)
@@ -356,10 +387,11 @@ def check_k8s(path: str, base: bool) -> None:
 def check_compose(path: str) -> None:
     project = yaml.safe_load(open(path))
     services = project["services"]
-    for required in ("postgres", "otel-collector", "jaeger", "prometheus"):
+    for required in ("postgres", "nats", "otel-collector", "jaeger", "prometheus"):
         if required not in services:
             problem(f"compose: no {required} service")
     databases = set()
+    nats_urls: dict[str, str | None] = {}
     scrape = open(ROOT / "deploy/compose/prometheus.yml").read()
     init_sql = open(ROOT / "deploy/compose/postgres-init.sql").read()
     for svc, (port, health_name) in SERVICES.items():
@@ -381,11 +413,13 @@ def check_compose(path: str) -> None:
         for downstream in CALLS:
             if svc in CALLS[downstream] and (depends.get(downstream) or {}).get("condition") != "service_healthy":
                 problem(f"compose {svc}: starts before {downstream} is healthy")
-        for key, target in DOWNSTREAM_URLS.items():
-            if svc == "order":
-                url = urlsplit(env.get(key, ""))
-                if url.hostname != target or url.port != SERVICES[target][0]:
-                    problem(f"compose order: {key}={env.get(key)!r} is not {target}:{SERVICES[target][0]}")
+        for key, target in DOWNSTREAM_URLS.get(svc, {}).items():
+            url = urlsplit(env.get(key, ""))
+            if url.hostname != target or url.port != SERVICES[target][0]:
+                problem(f"compose {svc}: {key}={env.get(key)!r} is not {target}:{SERVICES[target][0]}")
+        nats_urls[svc] = env.get("AGORA_NATS_URL")
+        if nats_urls[svc] and (depends.get(urlsplit(nats_urls[svc]).hostname) or {}).get("condition") != "service_healthy":
+            problem(f"compose {svc}: does not wait for a healthy NATS")
         grace = seconds(env.get("AGORA_SHUTDOWN_GRACE", "10s"))
         stop = seconds(service.get("stop_grace_period", "10s"))
         if stop < grace + CLOSE_MARGIN:
@@ -411,15 +445,34 @@ def check_compose(path: str) -> None:
         test = (gateway.get("healthcheck") or {}).get("test") or []
         if test[:2] != ["CMD", "agora-gateway"] or "/readyz" not in " ".join(test):
             problem(f"compose gateway: healthcheck {test} does not ask /readyz")
-        for svc, (svc_port, _) in SERVICES.items():
+        for svc in GATEWAY_UPSTREAMS:
+            svc_port = SERVICES[svc][0]
             url = urlsplit(env.get(f"AGORA_{svc.upper()}_URL", ""))
             if url.hostname != svc or url.port != svc_port:
                 problem(f"compose gateway: AGORA_{svc.upper()}_URL is not {svc}:{svc_port}")
             if ((gateway.get("depends_on") or {}).get(svc) or {}).get("condition") != "service_healthy":
                 problem(f"compose gateway: starts before {svc} is healthy")
         check_env("compose service gateway", "gateway", set(env))
+    check_nats_urls("compose service ", nats_urls)
+    nats = services.get(urlsplit(next(iter(nats_urls.values())) or "").hostname or "nats")
+    if nats is not None:
+        if "-js" not in (nats.get("command") or []) and "--jetstream" not in (nats.get("command") or []):
+            problem("compose nats: JetStream is not enabled (-js)")
+        if not (nats.get("healthcheck") or {}).get("test"):
+            problem("compose nats: no healthcheck, so services cannot wait for it")
     if len(databases) != len(SERVICES):
         problem(f"compose: services share databases ({sorted(databases)}); one each")
+
+
+def check_nats_urls(where: str, urls: dict[str, str | None]) -> None:
+    """Every service has AGORA_NATS_URL, and all name the same server."""
+    for svc, url in urls.items():
+        if not url:
+            problem(f"{where}{svc}: no AGORA_NATS_URL; its events would not reach NATS")
+        elif urlsplit(url).scheme != "nats" or urlsplit(url).port != NATS_PORT:
+            problem(f"{where}{svc}: AGORA_NATS_URL={url!r} is not nats://host:{NATS_PORT}")
+    if len({u for u in urls.values() if u}) > 1:
+        problem(f"services name different NATS servers: {urls}")
 
 
 def check_same(first: str, second: str) -> None:

@@ -7,6 +7,8 @@ CREATE ROLE agora_order LOGIN PASSWORD 'agora_order';
 CREATE DATABASE agora_order OWNER agora_order;
 CREATE ROLE agora_payment LOGIN PASSWORD 'agora_payment';
 CREATE DATABASE agora_payment OWNER agora_payment;
+CREATE ROLE agora_notification LOGIN PASSWORD 'agora_notification';
+CREATE DATABASE agora_notification OWNER agora_notification;
 -- Last on purpose: the compose healthcheck waits for this database.
 CREATE ROLE agora_inventory LOGIN PASSWORD 'agora_inventory';
 CREATE DATABASE agora_inventory OWNER agora_inventory;
