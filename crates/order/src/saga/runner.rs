@@ -352,13 +352,25 @@ impl Runner<'_> {
         // they can act on (which skus were short, the decline); anything
         // else gets a plain sentence. The downstream's own words stay in the
         // step history and the log.
-        tracing::warn!(
-            order_id = %order.id,
-            step = step.as_str(),
-            reason = failure.reason,
-            detail = %failure.message,
-            "order failed"
-        );
+        // A business refusal (a decline, short stock) is the shop working:
+        // info. Giving up after retries means a partner is in trouble: warn.
+        if failure.retry {
+            tracing::warn!(
+                order_id = %order.id,
+                step = step.as_str(),
+                reason = failure.reason,
+                detail = %failure.message,
+                "order failed: retries spent"
+            );
+        } else {
+            tracing::info!(
+                order_id = %order.id,
+                step = step.as_str(),
+                reason = failure.reason,
+                detail = %failure.message,
+                "order failed"
+            );
+        }
         let plain = customer_message(&failure);
         let message = if failure.retry {
             format!("gave up after {tries} tries: {plain}")
