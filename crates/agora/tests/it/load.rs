@@ -154,7 +154,7 @@ async fn the_suite_runs_on_postgres_with_one_database_per_service() {
     .fetch_all(&mut admin)
     .await
     .unwrap();
-    let expected: Vec<String> = ["inventory", "order", "payment", "user"]
+    let expected: Vec<String> = ["inventory", "notification", "order", "payment", "user"]
         .iter()
         .map(|s| format!("{prefix}{s}"))
         .collect();
