@@ -34,7 +34,7 @@ pub mod store;
 use std::future::Future;
 use std::sync::Arc;
 
-use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
+use agora_interceptors::auth::{ServiceKeys, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::{BearerSource, ServiceTokens};
 use agora_interceptors::db::Migrations;
@@ -55,35 +55,9 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// The subject of the notification service's service tokens.
 pub const SERVICE_SUBJECT: &str = "agora-notification";
 
-/// The keys the notification service works with.
-#[derive(Clone, Debug)]
-pub struct NotificationKeys {
-    /// Public keys accepted on incoming calls.
-    pub verifying: KeySet,
-    /// Its own key, signing the `service`-role tokens it sends the feeds.
-    pub service: SigningKey,
-}
-
-impl NotificationKeys {
-    /// Loads the keys named in `config` (an ephemeral service key without a
-    /// key file, with a warning).
-    pub fn load(config: &NotificationConfig) -> anyhow::Result<Self> {
-        let service = match &config.service_signing_key_file {
-            Some(path) => SigningKey::from_file(config.service_signing_key_id.clone(), path)?,
-            None => {
-                tracing::warn!(
-                    "no AGORA_SERVICE_SIGNING_KEY_FILE: signing service tokens with a random key; \
-                     the order and payment feeds will refuse them unless their JWKS lists it"
-                );
-                SigningKey::generate(config.service_signing_key_id.clone())?
-            }
-        };
-        Ok(Self {
-            verifying: config.serve.key_set()?,
-            service,
-        })
-    }
-}
+/// The notification service's keys: public keys for incoming calls, and its
+/// own key, signing the `service`-role tokens it sends the event feeds.
+pub type NotificationKeys = ServiceKeys;
 
 /// Serves the notification service with the recording notifier.
 pub async fn serve(
@@ -210,7 +184,12 @@ impl ServiceBinary for NotificationConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let keys = NotificationKeys::load(&self)?;
+        let keys = ServiceKeys::load(
+            self.service_signing_key_file.as_deref(),
+            &self.service_signing_key_id,
+            self.serve.key_set()?,
+            "the order and payment feeds",
+        )?;
         serve(self, keys, listener, shutdown).await
     }
 }

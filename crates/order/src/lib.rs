@@ -38,7 +38,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_interceptors::auth::{KeySet, SigningKey, TokenVerifier};
+use agora_interceptors::auth::{ServiceKeys, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::client::ServiceTokens;
 use agora_interceptors::db::Migrations;
@@ -58,40 +58,10 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// The subject of the order service's service tokens.
 pub const SERVICE_SUBJECT: &str = "agora-order";
 
-/// The keys the order service works with.
-#[derive(Clone, Debug)]
-pub struct OrderKeys {
-    /// Public keys accepted on incoming calls (the user service's key, for
-    /// customers' and admins' tokens).
-    pub verifying: KeySet,
-    /// The order service's own key: it signs the `service`-role tokens sent
-    /// to user, inventory and payment, which trust its public half
-    /// ([`SigningKey::public_jwk`]) through their JWKS.
-    pub service: SigningKey,
-}
-
-impl OrderKeys {
-    /// Loads the keys named in `config`; without a service key file, makes an
-    /// ephemeral one (and says so), which only in-process callers that are
-    /// handed its public key will trust.
-    pub fn load(config: &OrderConfig) -> anyhow::Result<Self> {
-        let service = match &config.service_signing_key_file {
-            Some(path) => SigningKey::from_file(config.service_signing_key_id.clone(), path)?,
-            None => {
-                tracing::warn!(
-                    "no AGORA_SERVICE_SIGNING_KEY_FILE: signing service tokens with a random key \
-                     that dies with this process; user, inventory and payment will refuse them \
-                     unless their JWKS lists its public key"
-                );
-                SigningKey::generate(config.service_signing_key_id.clone())?
-            }
-        };
-        Ok(Self {
-            verifying: config.serve.key_set()?,
-            service,
-        })
-    }
-}
+/// The order service's keys: the user service's public keys for incoming
+/// calls, and its own key, signing the `service`-role tokens it sends user,
+/// inventory and payment.
+pub type OrderKeys = ServiceKeys;
 
 /// Extra wiring for tests: a fault hook that stops saga runners abruptly.
 #[derive(Clone, Default)]
@@ -203,7 +173,12 @@ impl ServiceBinary for OrderConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let keys = OrderKeys::load(&self)?;
+        let keys = ServiceKeys::load(
+            self.service_signing_key_file.as_deref(),
+            &self.service_signing_key_id,
+            self.serve.key_set()?,
+            "user, inventory and payment",
+        )?;
         serve(self, keys, listener, shutdown).await
     }
 }

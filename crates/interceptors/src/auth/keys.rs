@@ -273,3 +273,42 @@ mod tests {
         assert!(KeySet::new().insert(jwk).is_err());
     }
 }
+
+/// The keys of a service that calls others with `service`-role tokens of
+/// its own (order, notification): the public keys it accepts on incoming
+/// calls, and the key it signs its own tokens with, whose public half the
+/// services it calls trust through their JWKS.
+#[derive(Clone, Debug)]
+pub struct ServiceKeys {
+    /// Public keys accepted on incoming calls (the user service's, for
+    /// customers' and admins' tokens).
+    pub verifying: KeySet,
+    /// The service's own key, signing the `service`-role tokens it sends.
+    pub service: SigningKey,
+}
+
+impl ServiceKeys {
+    /// `verifying`, and the signing key in `key_file` (PKCS#8 PEM) named
+    /// `key_id`; without a file, an ephemeral key (with a warning), which only
+    /// in-process callees handed its public half will trust. `callees` names
+    /// them for that warning.
+    pub fn load(
+        key_file: Option<&Path>,
+        key_id: &str,
+        verifying: KeySet,
+        callees: &str,
+    ) -> anyhow::Result<Self> {
+        let service = match key_file {
+            Some(path) => SigningKey::from_file(key_id.to_owned(), path)?,
+            None => {
+                tracing::warn!(
+                    "no AGORA_SERVICE_SIGNING_KEY_FILE: signing service tokens with a random key \
+                     that dies with this process; {callees} will refuse them unless their JWKS \
+                     lists its public key"
+                );
+                SigningKey::generate(key_id.to_owned())?
+            }
+        };
+        Ok(Self { verifying, service })
+    }
+}

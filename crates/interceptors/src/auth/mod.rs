@@ -12,7 +12,7 @@ pub mod policy;
 pub mod principal;
 pub mod token;
 
-pub use keys::{KeySet, SigningKey};
+pub use keys::{KeySet, ServiceKeys, SigningKey};
 pub use layer::AuthLayer;
 pub use policy::{Access, ServicePolicy};
 pub use principal::{Principal, Role};
