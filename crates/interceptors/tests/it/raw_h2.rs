@@ -62,6 +62,16 @@ async fn grpc_status(response: h2::client::ResponseFuture) -> String {
     trailers["grpc-status"].to_str().unwrap().to_owned()
 }
 
+/// Polls until the honest caller's WhoAmI is answered (`what` names the
+/// wait in a timeout's message), and checks it was answered as them.
+async fn honest_caller_is_served(app: &ProbeApp, token: &str, what: &str, within: Duration) {
+    let user = eventually(what, within, || async move {
+        app.whoami(Some(token)).await.ok()
+    })
+    .await;
+    assert_eq!(user.user_id, "honest");
+}
+
 #[tokio::test]
 async fn stalled_request_bodies_fail_and_free_their_slots_for_honest_callers() {
     let app = ProbeApp::start(|s| {
@@ -102,17 +112,13 @@ async fn stalled_request_bodies_fail_and_free_their_slots_for_honest_callers() {
     for (response, _body) in stalled {
         assert_eq!(grpc_status(response).await, "4", "DEADLINE_EXCEEDED");
     }
-    let user = eventually(
+    honest_caller_is_served(
+        &app,
+        &token,
         "the honest caller is served",
         Duration::from_secs(5),
-        || {
-            let app = &app;
-            let token = token.clone();
-            async move { app.whoami(Some(&token)).await.ok() }
-        },
     )
     .await;
-    assert_eq!(user.user_id, "honest");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "freed after about the body timeout, not the announced deadline"
@@ -379,17 +385,13 @@ fn fd_exhaustion_scenario() {
         // Descriptors back: an honest caller is served again.
         filler.clear();
         drop(waiting);
-        let user = eventually(
+        honest_caller_is_served(
+            &app,
+            &token,
             "served once descriptors are back",
             Duration::from_secs(10),
-            || {
-                let app = &app;
-                let token = token.clone();
-                async move { app.whoami(Some(&token)).await.ok() }
-            },
         )
         .await;
-        assert_eq!(user.user_id, "honest");
         app.stop().await.1.unwrap();
     });
 }
