@@ -511,9 +511,9 @@ async fn place_one(shared: &Shared, due: Instant) {
         }
     }
     let mut stats = shared.stats.lock().await;
-    let _ = stats.latency.record(micros(latency));
+    stats.latency.saturating_record(micros(latency));
     if let Some(took) = cancel_took {
-        let _ = stats.cancel_latency.record(micros(took));
+        stats.cancel_latency.saturating_record(micros(took));
     }
     *stats.outcomes.entry(outcome).or_default() += 1;
 }
