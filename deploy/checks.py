@@ -28,10 +28,11 @@ SERVICES = {
     "inventory": (50054, "agora.inventory.v1.InventoryService"),
     "notification": (50055, "agora.notification.v1.NotificationService"),
 }
-# Who calls whom inside the system: order's saga, and notification reading
-# order's and payment's event feeds.
+# Who calls whom inside the system: order's saga, notification reading
+# order's and payment's event feeds, and every service reading the user
+# service's revocation list.
 CALLS = {
-    "user": {"order"},
+    "user": {"order", "payment", "inventory", "notification"},
     "inventory": {"order"},
     "payment": {"order", "notification"},
     "order": {"notification"},
@@ -39,13 +40,21 @@ CALLS = {
 }
 # Each caller's settings naming its downstreams.
 DOWNSTREAM_URLS = {
-    "order": {"AGORA_USER_URL": "user", "AGORA_INVENTORY_URL": "inventory", "AGORA_PAYMENT_URL": "payment"},
-    "notification": {"AGORA_ORDER_URL": "order", "AGORA_PAYMENT_URL": "payment"},
+    "order": {"AGORA_USER_URL": "user", "AGORA_INVENTORY_URL": "inventory", "AGORA_PAYMENT_URL": "payment", "AGORA_REVOCATION_URL": "user"},
+    "notification": {"AGORA_ORDER_URL": "order", "AGORA_PAYMENT_URL": "payment", "AGORA_REVOCATION_URL": "user"},
+    "payment": {"AGORA_REVOCATION_URL": "user"},
+    "inventory": {"AGORA_REVOCATION_URL": "user"},
 }
 # What the gateway fronts (notification is called directly).
 GATEWAY_UPSTREAMS = ("user", "order", "payment", "inventory")
 # Services whose signing key's kid must be in the JWKS, and the setting naming it.
-SIGNERS = {"user": "AGORA_JWT_SIGNING_KEY_ID", "order": "AGORA_SERVICE_SIGNING_KEY_ID", "notification": "AGORA_SERVICE_SIGNING_KEY_ID"}
+SIGNERS = {
+    "user": "AGORA_JWT_SIGNING_KEY_ID",
+    "order": "AGORA_SERVICE_SIGNING_KEY_ID",
+    "notification": "AGORA_SERVICE_SIGNING_KEY_ID",
+    "payment": "AGORA_SERVICE_SIGNING_KEY_ID",
+    "inventory": "AGORA_SERVICE_SIGNING_KEY_ID",
+}
 # NATS JetStream's client port (AGORA_NATS_URL, read by every service).
 NATS_PORT = 4222
 # Seconds a service needs after its drain to close connections, the pool and

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agora_interceptors::auth::ServiceKeys;
 use agora_interceptors::config::PreboundListener;
 use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::{ServeArgs, health, shutdown};
@@ -240,12 +241,20 @@ impl Suite {
             })
             .await?;
 
+        // Every other service follows the user service's revocation list
+        // with service tokens signed by the dev key, which it trusts.
+        let service_keys = || ServiceKeys {
+            verifying: keys.key_set.clone(),
+            service: keys.signing.clone(),
+        };
+        let user_url = format!("http://{}", user.addr);
         let mut payment = PaymentConfig::defaults();
         place.configure(Service::Payment, &mut payment.database, &mut payment.serve)?;
-        let key_set = keys.key_set.clone();
+        payment.serve.revocation_url = user_url.clone();
+        let payment_keys = service_keys();
         let payment = place
             .spawn(Service::Payment, payment.serve.metrics_listen, |listener| {
-                agora_payment::serve(payment, key_set, listener, stopped())
+                agora_payment::serve(payment, payment_keys, listener, stopped())
             })
             .await?;
 
@@ -256,12 +265,13 @@ impl Suite {
             &mut inventory.serve,
         )?;
         inventory.seed_demo = true;
-        let key_set = keys.key_set.clone();
+        inventory.serve.revocation_url = user_url.clone();
+        let inventory_keys = service_keys();
         let inventory = place
             .spawn(
                 Service::Inventory,
                 inventory.serve.metrics_listen,
-                |listener| agora_inventory::serve(inventory, key_set, listener, stopped()),
+                |listener| agora_inventory::serve(inventory, inventory_keys, listener, stopped()),
             )
             .await?;
 
@@ -269,13 +279,11 @@ impl Suite {
         // key is the dev signing key, which they all trust.
         let mut order = OrderConfig::defaults();
         place.configure(Service::Order, &mut order.database, &mut order.serve)?;
-        order.user_url = format!("http://{}", user.addr);
+        order.user_url = user_url.clone();
+        order.serve.revocation_url = user_url.clone();
         order.payment_url = format!("http://{}", payment.addr);
         order.inventory_url = format!("http://{}", inventory.addr);
-        let order_keys = OrderKeys {
-            verifying: keys.key_set.clone(),
-            service: keys.signing.clone(),
-        };
+        let order_keys: OrderKeys = service_keys();
         let order = place
             .spawn(Service::Order, order.serve.metrics_listen, |listener| {
                 agora_order::serve(order, order_keys, listener, stopped())
@@ -292,10 +300,8 @@ impl Suite {
         )?;
         notification.order_url = format!("http://{}", order.addr);
         notification.payment_url = format!("http://{}", payment.addr);
-        let notification_keys = NotificationKeys {
-            verifying: keys.key_set.clone(),
-            service: keys.signing.clone(),
-        };
+        notification.serve.revocation_url = user_url;
+        let notification_keys: NotificationKeys = service_keys();
         let notification = place
             .spawn(
                 Service::Notification,

@@ -54,6 +54,7 @@ impl UserService for Stub {
                 role: pb::Role::Customer as i32,
                 create_time: None,
                 update_time: None,
+                disabled: false,
             }),
         }))
     }
@@ -83,6 +84,20 @@ impl UserService for Stub {
         &self,
         _: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        Err(Status::unimplemented("not measured"))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        _: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        Err(Status::unimplemented("not measured"))
+    }
+
+    async fn list_revocations(
+        &self,
+        _: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
         Err(Status::unimplemented("not measured"))
     }
 }

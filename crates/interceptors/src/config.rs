@@ -146,6 +146,24 @@ pub struct ServeArgs {
     #[arg(long, env = "AGORA_NATS_SUBJECT_PREFIX", default_value = "")]
     pub nats_subject_prefix: String,
 
+    /// The user service whose list of revoked tokens this service follows
+    /// (`http://host:port`), calling it with its own service token. The user
+    /// service itself reads its own table and ignores this.
+    #[arg(
+        long,
+        env = "AGORA_REVOCATION_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub revocation_url: String,
+
+    /// How often the revocation list is read: a revoked token (deleted or
+    /// disabled account, RevokeTokens) is refused everywhere within about
+    /// this long. While the user service cannot be read the last list is
+    /// kept. 0 turns following off: revoked tokens then work until they
+    /// expire (the user service still refuses them itself).
+    #[arg(long, env = "AGORA_REVOCATION_POLL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub revocation_poll: Duration,
+
     /// TLS / mutual TLS of the gRPC port.
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
@@ -180,6 +198,8 @@ impl Default for ServeArgs {
             event_retention: Duration::from_secs(7 * 24 * 3600),
             nats_url: None,
             nats_subject_prefix: String::new(),
+            revocation_url: "http://127.0.0.1:50051".into(),
+            revocation_poll: Duration::from_secs(2),
             tls: crate::tls::ServerTlsArgs::default(),
         }
     }
@@ -212,6 +232,45 @@ impl ServeArgs {
             Some(path) => KeySet::from_file(path),
             None => Ok(KeySet::new()),
         }
+    }
+}
+
+/// The key a service signs its own `service`-role tokens with, for a service
+/// whose only outgoing call is reading the revocation list (payment,
+/// inventory); see [`crate::auth::ServiceKeys`].
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServiceKeyArgs {
+    /// PKCS#8 PEM file with this service's own Ed25519 key, which signs the
+    /// `service`-role tokens it reads the user service's revocation list
+    /// with (the user service's JWKS must list its public half under the key
+    /// id below). Unset: a random key is made at start-up, which no other
+    /// process trusts unless told (fine in-process, e.g. `cargo run`).
+    #[arg(long, env = "AGORA_SERVICE_SIGNING_KEY_FILE")]
+    pub service_signing_key_file: Option<PathBuf>,
+
+    /// Key id (`kid`) of that key; unset: `agora-<service>`.
+    #[arg(long, env = "AGORA_SERVICE_SIGNING_KEY_ID")]
+    pub service_signing_key_id: Option<String>,
+}
+
+impl ServiceKeyArgs {
+    /// The keys: `verifying` for incoming calls, and the signing key named
+    /// here (`agora-<service>` by default).
+    pub fn load(
+        &self,
+        service: &str,
+        verifying: KeySet,
+    ) -> anyhow::Result<crate::auth::ServiceKeys> {
+        let key_id = self
+            .service_signing_key_id
+            .clone()
+            .unwrap_or_else(|| format!("agora-{service}"));
+        crate::auth::ServiceKeys::load(
+            self.service_signing_key_file.as_deref(),
+            &key_id,
+            verifying,
+            "the user service",
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 //!     .add_service(grpc_server!(UserServiceServer::new(api), &settings), &POLICY)
 //!     .database(database)                      // readiness, pool metrics, closed last
 //!     .background("sweeper", |stop| sweep(stop)) // optional, any number
+//!     .follow_user_service(credentials, tls)?     // refuse revoked tokens
 //!     .serve(listener, shutdown::signal())
 //! ```
 //!
@@ -25,6 +26,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,8 +41,9 @@ use tonic::transport::Server;
 use tower::Service;
 
 use crate::auth::policy::PolicyTable;
-use crate::auth::{AuthLayer, ServicePolicy, TokenVerifier};
-use crate::client::DeadlineLayer;
+use crate::auth::user_feed::UserServiceFeed;
+use crate::auth::{AuthLayer, RevocationFeed, ServicePolicy, TokenVerifier};
+use crate::client::{BearerSource, DeadlineLayer};
 use crate::config::ServeArgs;
 use crate::connections::{self, ConnectionLayer, ConnectionRegistry};
 use crate::db::Database;
@@ -218,6 +221,42 @@ impl ServiceHost {
         host.background("outbox retention", move |stop| {
             outbox.prune_every_minute(retention, keep_unpublished, stop)
         })
+    }
+
+    /// Refuses tokens revoked in `feed` (read every `AGORA_REVOCATION_POLL`
+    /// into the verifier's [`Revocations`](crate::auth::Revocations), see
+    /// [`crate::auth::revocations`]). A poll of 0 leaves revocations
+    /// unfollowed, with a warning.
+    pub fn revocations(self, feed: Arc<dyn RevocationFeed>) -> Self {
+        let every = self.settings.revocation_poll;
+        if every.is_zero() {
+            tracing::warn!(
+                "AGORA_REVOCATION_POLL is 0: tokens of deleted or disabled accounts work until they expire"
+            );
+            return self;
+        }
+        let set = self.verifier.revocations().clone();
+        let metrics = self.metrics.clone();
+        self.background("token revocations", move |stop| async move {
+            crate::auth::revocations::follow(set, feed, every, &metrics, stop).await;
+        })
+    }
+
+    /// [`Self::revocations`] read from the user service at
+    /// `AGORA_REVOCATION_URL`, called with `credentials` (the service's own
+    /// `service`-role tokens) over `tls` when given.
+    pub fn follow_user_service(
+        self,
+        credentials: Arc<dyn BearerSource>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
+        let feed = UserServiceFeed::connect(
+            &self.settings.revocation_url,
+            credentials,
+            tls,
+            &self.metrics,
+        )?;
+        Ok(self.revocations(Arc::new(feed)))
     }
 
     /// Serves `GET /metrics` on `listener` and records every call served,

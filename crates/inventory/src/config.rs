@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
 
 /// The inventory service: catalogue, stock and reservations.
@@ -42,6 +43,10 @@ pub struct InventoryConfig {
     pub seed_demo: bool,
 
     /// The inventory database.
+    /// This service's own key, for reading the revocation list.
+    #[command(flatten)]
+    pub service_key: ServiceKeyArgs,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

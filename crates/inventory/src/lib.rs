@@ -26,7 +26,7 @@ pub mod sweeper;
 
 use std::future::Future;
 
-use agora_interceptors::auth::{KeySet, TokenVerifier};
+use agora_interceptors::auth::{ServiceKeys, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
 use agora_interceptors::outbox::Outbox;
@@ -43,12 +43,16 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: sqlx::migrate!("../../migrations/inventory/postgres"),
 };
 
+/// The subject of the inventory service's own `service`-role tokens (it reads
+/// the user service's revocation list with them).
+pub const SERVICE_SUBJECT: &str = "agora-inventory";
+
 /// Serves the inventory service on `listener` until `shutdown` resolves,
 /// with the reservation sweeper running beside it; seeds the demo catalogue
 /// first when the configuration asks for it.
 pub async fn serve(
     config: InventoryConfig,
-    verifying: KeySet,
+    keys: ServiceKeys,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -62,7 +66,9 @@ pub async fn serve(
             .await
             .context("seeding the demo catalogue")?;
     }
-    let verifier = TokenVerifier::new(verifying, &config.serve.token_settings());
+    let token_settings = config.serve.token_settings();
+    let verifier = TokenVerifier::new(keys.verifying.clone(), &token_settings);
+    let credentials = keys.tokens(token_settings, SERVICE_SUBJECT)?;
     let outbox = Outbox::new(database.clone(), "inventory");
     let reservations = store::Reservations::new(database.clone(), outbox.clone());
     let api = grpc::InventoryApi::new(
@@ -72,7 +78,8 @@ pub async fn serve(
         config.reservation_max_ttl,
     );
     let sweep_interval = config.reservation_sweep_interval;
-    let host = ServiceHost::new(config.serve.clone(), verifier);
+    let host =
+        ServiceHost::new(config.serve.clone(), verifier).follow_user_service(credentials, None)?;
     let metrics = host.grpc_metrics();
     let stock_database = database.clone();
     host.add_service(
@@ -109,7 +116,9 @@ impl ServiceBinary for InventoryConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let verifying = self.serve.key_set()?;
-        serve(self, verifying, listener, shutdown).await
+        let keys = self
+            .service_key
+            .load(Self::SERVICE, self.serve.key_set()?)?;
+        serve(self, keys, listener, shutdown).await
     }
 }

@@ -106,7 +106,12 @@ pub async fn serve_with(
         tls.clone(),
         &metrics,
     )?;
-    let payment_feed = downstream::Feed::payment(&config.payment_url, credentials, tls, &metrics)?;
+    let payment_feed = downstream::Feed::payment(
+        &config.payment_url,
+        credentials.clone(),
+        tls.clone(),
+        &metrics,
+    )?;
     let store = store::NotificationStore::new(database.clone());
     let consumer_metrics = consumer::ConsumerMetrics::register(&metrics);
     let settings = config.consumer_settings();
@@ -118,7 +123,8 @@ pub async fn serve_with(
             grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
-        .database(database);
+        .database(database)
+        .follow_user_service(credentials, tls)?;
     // From JetStream durable consumers when NATS is configured, else from
     // the services' gRPC feeds.
     if let Some(url) = config.serve.nats_url.clone() {

@@ -111,12 +111,11 @@ pub async fn serve_with(
         .context("service token settings")?,
     );
 
-    let host = ServiceHost::new(config.serve.clone(), verifier);
-    let downstreams = downstream::Downstreams::connect(
-        &config.downstream_settings()?,
-        credentials,
-        &host.grpc_metrics(),
-    )?;
+    let downstream_settings = config.downstream_settings()?;
+    let host = ServiceHost::new(config.serve.clone(), verifier)
+        .follow_user_service(credentials.clone(), downstream_settings.tls.clone())?;
+    let downstreams =
+        downstream::Downstreams::connect(&downstream_settings, credentials, &host.grpc_metrics())?;
     let store = store::OrderStore::new(database.clone());
     let outbox = store.outbox().clone();
     let saga_metrics = saga_metrics::SagaMetrics::register(&host.grpc_metrics());

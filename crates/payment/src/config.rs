@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
 
 /// The payment service: idempotent charges and refunds through a payment
@@ -36,6 +37,10 @@ pub struct PaymentConfig {
     pub reconcile_interval: Duration,
 
     /// The payment database.
+    /// This service's own key, for reading the revocation list.
+    #[command(flatten)]
+    pub service_key: ServiceKeyArgs,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_interceptors::auth::{KeySet, TokenVerifier};
+use agora_interceptors::auth::{ServiceKeys, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
 use agora_interceptors::db::Migrations;
 use agora_interceptors::{ServiceHost, grpc_server};
@@ -45,17 +45,21 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: sqlx::migrate!("../../migrations/payment/postgres"),
 };
 
+/// The subject of the payment service's own `service`-role tokens (it reads
+/// the user service's revocation list with them).
+pub const SERVICE_SUBJECT: &str = "agora-payment";
+
 /// Serves the payment service on `listener` until `shutdown` resolves, with
 /// the shipped test gateway as its provider (`tok_slow` delayed by
 /// `config.slow_delay`).
 pub async fn serve(
     config: PaymentConfig,
-    verifying: KeySet,
+    keys: ServiceKeys,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let gateway = Arc::new(TestGateway::new(config.slow_delay));
-    serve_with_provider(config, verifying, gateway, listener, shutdown).await
+    serve_with_provider(config, keys, gateway, listener, shutdown).await
 }
 
 /// Serves the payment service with `provider` behind it: a real gateway's
@@ -68,14 +72,17 @@ pub async fn serve(
 /// instead (a crash, as tests simulate), attempts stop at once the same way.
 pub async fn serve_with_provider(
     config: PaymentConfig,
-    verifying: KeySet,
+    keys: ServiceKeys,
     provider: Arc<dyn PaymentProvider>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let database = config.database.open("payment", &MIGRATIONS).await?;
-    let verifier = TokenVerifier::new(verifying, &config.serve.token_settings());
-    let host = ServiceHost::new(config.serve.clone(), verifier);
+    let token_settings = config.serve.token_settings();
+    let verifier = TokenVerifier::new(keys.verifying.clone(), &token_settings);
+    let credentials = keys.tokens(token_settings, SERVICE_SUBJECT)?;
+    let host =
+        ServiceHost::new(config.serve.clone(), verifier).follow_user_service(credentials, None)?;
     let provider = Arc::new(provider_metrics::CountedProvider::new(
         provider,
         &host.grpc_metrics(),
@@ -131,7 +138,9 @@ impl ServiceBinary for PaymentConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let verifying = self.serve.key_set()?;
-        serve(self, verifying, listener, shutdown).await
+        let keys = self
+            .service_key
+            .load(Self::SERVICE, self.serve.key_set()?)?;
+        serve(self, keys, listener, shutdown).await
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use agora_interceptors::auth::{KeySet, Role, SigningKey};
+use agora_interceptors::auth::{KeySet, Role, ServiceKeys, SigningKey};
 use agora_inventory::InventoryConfig;
 use agora_notification::{NotificationConfig, NotificationKeys, Notifier};
 use agora_order::{OrderConfig, OrderKeys, ServeOptions};
@@ -72,6 +72,16 @@ impl Keys {
         }
     }
 
+    /// The keys of a service that only reads the revocation list (payment,
+    /// inventory): it trusts what they trust and signs its service tokens
+    /// with the people key, which the user service trusts.
+    pub fn service_keys(&self) -> ServiceKeys {
+        ServiceKeys {
+            verifying: self.downstream_key_set(),
+            service: self.people.signing.clone(),
+        }
+    }
+
     /// A token for `subject` with `role`.
     pub fn token(&self, subject: &str, role: Role) -> String {
         self.people.token(subject, role)
@@ -110,7 +120,9 @@ pub async fn start_user(
     .await
 }
 
-/// The inventory service on `db`.
+/// The inventory service on `db` (not following revocations unless `adjust`
+/// sets `serve.revocation_poll` and `serve.revocation_url`; the same for
+/// payment and notification).
 pub async fn start_inventory(
     db: &TestDatabase,
     keys: &Keys,
@@ -118,10 +130,11 @@ pub async fn start_inventory(
 ) -> TestServer {
     let mut config = InventoryConfig::defaults();
     config.database.database_url = Some(db.url().to_owned());
+    config.serve.revocation_poll = std::time::Duration::ZERO;
     adjust(&mut config);
-    let verifying = keys.downstream_key_set();
+    let keys = keys.service_keys();
     TestServer::start(INVENTORY, |listener, shutdown| {
-        agora_inventory::serve(config, verifying, listener, shutdown)
+        agora_inventory::serve(config, keys, listener, shutdown)
     })
     .await
 }
@@ -137,10 +150,11 @@ pub async fn start_payment(
     let mut config = PaymentConfig::defaults();
     config.database.database_url = Some(db.url().to_owned());
     config.reconcile_interval = std::time::Duration::ZERO;
+    config.serve.revocation_poll = std::time::Duration::ZERO;
     adjust(&mut config);
-    let verifying = keys.downstream_key_set();
+    let keys = keys.service_keys();
     TestServer::start(PAYMENT, |listener, shutdown| {
-        agora_payment::serve_with_provider(config, verifying, provider, listener, shutdown)
+        agora_payment::serve_with_provider(config, keys, provider, listener, shutdown)
     })
     .await
 }
@@ -174,6 +188,7 @@ pub async fn start_notification(
     config.notify_retry_base = std::time::Duration::from_millis(10);
     config.feed_reconnect = std::time::Duration::from_millis(100);
     config.serve.rate_limit_per_second = 0;
+    config.serve.revocation_poll = std::time::Duration::ZERO;
     adjust(&mut config);
     let keys = NotificationKeys {
         verifying: keys.people.key_set.clone(),

@@ -75,7 +75,17 @@ pub fn order_config(db: &TestDatabase) -> OrderConfig {
     config.watch_poll_interval = Duration::from_millis(200);
     config.serve.shutdown_grace = Duration::from_secs(2);
     config.serve.rate_limit_per_second = 0;
+    config.serve.revocation_poll = Duration::ZERO;
     config
+}
+
+/// How often the suite's services read the revocation list.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
+
+/// Makes a service follow the revocation list of the user service at `user`.
+pub fn follow_revocations(serve: &mut agora_interceptors::ServeArgs, user: std::net::SocketAddr) {
+    serve.revocation_url = format!("http://{user}");
+    serve.revocation_poll = REVOCATION_POLL;
 }
 
 /// The four services.
@@ -109,6 +119,7 @@ impl TestSuite {
         let user = services::start_user(&user_db, &keys, |_| {}).await;
         let inventory = services::start_inventory(&inventory_db, &keys, |config| {
             config.serve.rate_limit_per_second = 0;
+            follow_revocations(&mut config.serve, user.addr());
         })
         .await;
         let provider = options.provider.unwrap_or_else(reliable_provider);
@@ -116,6 +127,7 @@ impl TestSuite {
         let payment = services::start_payment(&payment_db, &keys, provider_dyn, |config| {
             config.serve.rate_limit_per_second = 0;
             config.reconcile_interval = options.payment_reconcile.unwrap_or(Duration::ZERO);
+            follow_revocations(&mut config.serve, user.addr());
         })
         .await;
         let inventory_front = match options.inventory_front {
@@ -130,6 +142,7 @@ impl TestSuite {
             inventory_front.as_ref().unwrap_or(&inventory).addr()
         );
         order_config.payment_url = format!("http://{}", payment.addr());
+        follow_revocations(&mut order_config.serve, user.addr());
         if let Some(adjust) = options.order {
             adjust(&mut order_config);
         }

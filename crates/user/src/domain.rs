@@ -182,6 +182,8 @@ pub struct User {
     pub created_at: i64,
     /// Last change, microseconds since the epoch.
     pub updated_at: i64,
+    /// Disabled by an admin: cannot sign in, tokens revoked.
+    pub disabled: bool,
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ pub enum UserError {
     /// email and a wrong password, so accounts cannot be discovered.
     #[error("email or password is wrong")]
     InvalidCredentials,
+    /// PERMISSION_DENIED, reason `ACCOUNT_DISABLED`: the right password for an
+    /// account an admin disabled.
+    #[error("this account is disabled")]
+    AccountDisabled,
     /// PERMISSION_DENIED, reason `PERMISSION_DENIED`.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -46,6 +50,12 @@ impl From<UserError> for Status {
                 Code::Unauthenticated,
                 "INVALID_CREDENTIALS",
                 "email or password is wrong",
+                [],
+            ),
+            UserError::AccountDisabled => with_reason(
+                Code::PermissionDenied,
+                "ACCOUNT_DISABLED",
+                "this account is disabled; an admin can enable it",
                 [],
             ),
             UserError::Forbidden(why) => {

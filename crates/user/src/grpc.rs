@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use agora_interceptors::api::errors::FieldViolations;
 use agora_interceptors::api::pagination::PageRequest;
-use agora_interceptors::api::time::timestamp_from_micros;
-use agora_interceptors::auth::{Access, Principal, Role, ServicePolicy, TokenIssuer};
+use agora_interceptors::api::time::{now_micros, parse_timestamp, timestamp_from_micros};
+use agora_interceptors::auth::revocations::second_of;
+use agora_interceptors::auth::{
+    Access, Principal, Revocation, Revocations, Role, ServicePolicy, TokenIssuer,
+};
 use agora_proto::user::v1 as pb;
 use pb::user_service_server::UserService;
 use tonic::{Request, Response, Status};
@@ -14,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{DisplayName, Email, Password, User, UserId, parse_user_role};
 use crate::error::UserError;
 use crate::password;
-use crate::store::{UserChanges, UserStore};
+use crate::store::{StoredRevocation, UserChanges, UserStore};
 
 /// Who may call which method of `agora.user.v1.UserService`.
 pub const POLICY: ServicePolicy = ServicePolicy {
@@ -27,6 +30,13 @@ pub const POLICY: ServicePolicy = ServicePolicy {
         ("UpdateUser", Access::Roles(&[Role::Customer, Role::Admin])),
         ("DeleteUser", Access::Roles(&[Role::Customer, Role::Admin])),
         ("ListUsers", Access::Roles(&[Role::Admin])),
+        // Customers only their own tokens; admins anyone's (checked below).
+        (
+            "RevokeTokens",
+            Access::Roles(&[Role::Customer, Role::Admin]),
+        ),
+        // Read by every service that verifies tokens.
+        ("ListRevocations", Access::Roles(&[Role::Service])),
     ],
 };
 
@@ -40,6 +50,9 @@ pub struct UserApi {
     store: UserStore,
     issuer: TokenIssuer,
     token_ttl: Duration,
+    /// This service's own verifier's revocations: a revocation made here is
+    /// refused here at once (other replicas and services poll for it).
+    revocations: Revocations,
     /// A real argon2id hash of a random secret: sign-in with an unknown email is
     /// checked against it, so it costs as much as a wrong password and response
     /// times do not reveal which emails have accounts.
@@ -53,17 +66,20 @@ impl std::fmt::Debug for UserApi {
 }
 
 impl UserApi {
-    /// The service over `store`, signing tokens with `issuer`.
+    /// The service over `store`, signing tokens with `issuer`, adding the
+    /// revocations it makes to `revocations`.
     pub async fn new(
         store: UserStore,
         issuer: TokenIssuer,
         token_ttl: Duration,
+        revocations: Revocations,
     ) -> anyhow::Result<Self> {
         let decoy = Password::parse_new(&uuid::Uuid::now_v7().to_string())?;
         Ok(Self {
             store,
             issuer,
             token_ttl,
+            revocations,
             decoy_hash: password::hash(decoy).await?,
         })
     }
@@ -77,6 +93,22 @@ impl UserApi {
         } else {
             Err(UserError::Forbidden("customers may only access their own account").into())
         }
+    }
+
+    /// Refuses the revoked tokens here at once, after the revocation committed.
+    fn revoked(&self, revocation: &StoredRevocation) {
+        tracing::info!(
+            subject = %revocation.subject,
+            reason = %revocation.reason,
+            "tokens revoked"
+        );
+        self.revocations.apply(
+            &[Revocation {
+                subject: revocation.subject.clone(),
+                revoked_at: revocation.revoked_at,
+            }],
+            0,
+        );
     }
 }
 
@@ -158,6 +190,14 @@ impl UserService for UserApi {
                     }
                     changes.email = violations.check("user.email", Email::parse(&user.email))
                 }
+                "disabled" => {
+                    if !principal.is_admin() {
+                        return Err(
+                            UserError::Forbidden("only admins may disable accounts").into()
+                        );
+                    }
+                    changes.disabled = Some(user.disabled);
+                }
                 "password" => {
                     new_password =
                         violations.check("password", Password::parse_new(&body.password));
@@ -179,7 +219,7 @@ impl UserService for UserApi {
                 other => violations.add(
                     "update_mask",
                     format!(
-                        "{other:?} is not an updatable field (display_name, email, password, role)"
+                        "{other:?} is not an updatable field (display_name, email, password, role, disabled)"
                     ),
                 ),
             }
@@ -188,7 +228,10 @@ impl UserService for UserApi {
         if let Some(password) = new_password {
             changes.password_hash = Some(password::hash(password).await.map_err(UserError::from)?);
         }
-        let user = self.store.update(id, changes).await?;
+        let (user, revocation) = self.store.update(id, changes).await?;
+        if let Some(revocation) = &revocation {
+            self.revoked(revocation);
+        }
         tracing::info!(user_id = %user.id, fields = ?paths, "user updated");
         Ok(Response::new(pb::UpdateUserResponse {
             user: Some(to_proto(&user)),
@@ -201,9 +244,10 @@ impl UserService for UserApi {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let id = parse_user_id("user_id", &request.get_ref().user_id)?;
         Self::authorize_for(&request, id)?;
-        if !self.store.delete(id).await? {
+        let Some(revocation) = self.store.delete(id).await? else {
             return Err(UserError::NotFound(id.to_string()).into());
-        }
+        };
+        self.revoked(&revocation);
         tracing::info!(user_id = %id, "user deleted");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
@@ -225,6 +269,20 @@ impl UserService for UserApi {
             users: users.iter().map(to_proto).collect(),
             next_page_token,
         }))
+    }
+
+    async fn revoke_tokens(
+        &self,
+        request: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        self.revoke_user_tokens(request).await
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        self.list_user_revocations(request).await
     }
 
     async fn authenticate(
@@ -257,13 +315,20 @@ impl UserService for UserApi {
         let Some(stored) = stored.filter(|_| matches) else {
             return Err(UserError::InvalidCredentials.into());
         };
+        if stored.user.disabled {
+            return Err(UserError::AccountDisabled.into());
+        }
 
+        // Stamped after the account's last revocation's second, so the new
+        // token is not one of those revoked.
+        let revoked_at = self.store.revoked_at(stored.user.id).await?;
         let issued = self
             .issuer
-            .issue(
+            .issue_after(
                 &stored.user.id.to_string(),
                 stored.user.role,
                 self.token_ttl,
+                revoked_at.map(second_of),
             )
             .map_err(UserError::from)?;
         Ok(Response::new(pb::AuthenticateResponse {
@@ -274,11 +339,74 @@ impl UserService for UserApi {
     }
 }
 
+impl UserApi {
+    /// RevokeTokens: see the contract.
+    async fn revoke_user_tokens(
+        &self,
+        request: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        let id = parse_user_id("user_id", &request.get_ref().user_id)?;
+        Self::authorize_for(&request, id)?;
+        let revocation = self.store.revoke_tokens(id).await?;
+        self.revoked(&revocation);
+        Ok(Response::new(pb::RevokeTokensResponse {
+            revoke_time: Some(timestamp_from_micros(revocation.revoked_at)),
+        }))
+    }
+
+    /// ListRevocations: see the contract.
+    async fn list_user_revocations(
+        &self,
+        request: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        let request = request.into_inner();
+        let since = match &request.since {
+            Some(since) => {
+                parse_timestamp(since).map_err(|e| FieldViolations::single("since", e.message()))?
+            }
+            None => 0,
+        };
+        let page = PageRequest::parse(
+            "agora.user.v1.UserService/ListRevocations",
+            request.page_size,
+            &request.page_token,
+            since.to_string(),
+        )?;
+        let read_at = now_micros();
+        let horizon = crate::revocations::horizon(read_at, self.token_lifetime());
+        let rows = self
+            .store
+            .revocations(since.max(horizon), page.after(), page.fetch_limit())
+            .await?;
+        let (rows, next_page_token) = page.split(rows, |row| row.subject.clone());
+        Ok(Response::new(pb::ListRevocationsResponse {
+            revocations: rows
+                .into_iter()
+                .map(|row| pb::Revocation {
+                    subject: row.subject,
+                    revoke_time: Some(timestamp_from_micros(row.revoked_at)),
+                    reason: row.reason,
+                })
+                .collect(),
+            next_page_token,
+            horizon_time: Some(timestamp_from_micros(horizon)),
+            read_time: Some(timestamp_from_micros(read_at)),
+        }))
+    }
+
+    /// How long a token of this service can be accepted: its lifetime plus
+    /// the verifiers' leeway for clock skew.
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_ttl + self.issuer.settings().leeway
+    }
+}
+
 fn parse_user_id(field: &str, value: &str) -> Result<UserId, Status> {
     UserId::parse(value).map_err(|e| FieldViolations::single(field, e.to_string()))
 }
 
 fn to_proto(user: &User) -> pb::User {
+    let disabled = user.disabled;
     let role = match user.role {
         Role::Customer => pb::Role::Customer,
         Role::Admin => pb::Role::Admin,
@@ -291,5 +419,6 @@ fn to_proto(user: &User) -> pb::User {
         role: role as i32,
         create_time: Some(timestamp_from_micros(user.created_at)),
         update_time: Some(timestamp_from_micros(user.updated_at)),
+        disabled,
     }
 }

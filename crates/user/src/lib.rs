@@ -5,6 +5,7 @@
 //! - [`store`]: the `users` table; [`events`]: UserRegistered and UserDeleted
 //!   in their wire form, written to the outbox by the store.
 //! - [`grpc`]: the `agora.user.v1.UserService` adapter and its access policy.
+//! - [`revocations`]: the revoked tokens, as this service follows them.
 //! - [`seed`]: accounts made at start-up (a first admin, demo accounts).
 //! - [`config`]: flags and environment variables.
 #![forbid(unsafe_code)]
@@ -15,10 +16,12 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod password;
+pub mod revocations;
 pub mod seed;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use agora_interceptors::auth::{KeySet, SigningKey, TokenIssuer, TokenVerifier};
 use agora_interceptors::binary::{ServiceBinary, Settings, Shutdown};
@@ -85,14 +88,21 @@ pub async fn serve(
     let token_settings = config.serve.token_settings();
     let issuer = TokenIssuer::new(&keys.signing, token_settings.clone())?;
     let verifier = TokenVerifier::new(keys.verifying, &token_settings);
-    let api = grpc::UserApi::new(store, issuer, config.access_token_ttl)
-        .await
-        .context("starting the user service")?;
+    let api = grpc::UserApi::new(
+        store.clone(),
+        issuer,
+        config.access_token_ttl,
+        verifier.revocations().clone(),
+    )
+    .await
+    .context("starting the user service")?;
+    let feed = revocations::StoreFeed::new(store, api.token_lifetime());
     ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
+        .revocations(Arc::new(feed))
         .outbox(outbox)
         .database(database)
         .serve(listener, shutdown)

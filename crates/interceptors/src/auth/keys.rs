@@ -311,4 +311,23 @@ impl ServiceKeys {
         };
         Ok(Self { verifying, service })
     }
+
+    /// `service`-role tokens with subject `subject`, signed with
+    /// [`Self::service`], each valid for [`SERVICE_TOKEN_TTL`].
+    pub fn tokens(
+        &self,
+        settings: super::TokenSettings,
+        subject: &str,
+    ) -> anyhow::Result<std::sync::Arc<crate::client::ServiceTokens>> {
+        Ok(std::sync::Arc::new(crate::client::ServiceTokens::new(
+            &self.service,
+            settings,
+            subject,
+            SERVICE_TOKEN_TTL,
+        )?))
+    }
 }
+
+/// Lifetime of the service tokens [`ServiceKeys::tokens`] signs; a new one is
+/// signed when a third is left.
+pub const SERVICE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(300);

@@ -19,6 +19,10 @@ use crate::api::errors::with_reason;
 pub const REASON_UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 /// `ErrorInfo.reason` of a call whose token has expired: sign in again.
 pub const REASON_TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+/// `ErrorInfo.reason` of a call whose token was revoked after it was issued
+/// (account deleted or disabled, role changed, tokens revoked by an admin or
+/// by the user): sign in again, if the account still may.
+pub const REASON_TOKEN_REVOKED: &str = "TOKEN_REVOKED";
 /// `ErrorInfo.reason` of a call the caller's role may not make (metadata
 /// `role` and `method`), or of a method that declares no access rule.
 pub const REASON_PERMISSION_DENIED: &str = "PERMISSION_DENIED";
@@ -130,6 +134,7 @@ impl<S> AuthService<S> {
 pub fn unauthenticated(error: &AuthError) -> Status {
     let reason = match error {
         AuthError::Expired => REASON_TOKEN_EXPIRED,
+        AuthError::Revoked => REASON_TOKEN_REVOKED,
         AuthError::Missing | AuthError::Invalid(_) | AuthError::NotYetValid => {
             REASON_UNAUTHENTICATED
         }

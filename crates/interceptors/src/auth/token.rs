@@ -5,7 +5,8 @@
 //! and `aud` with a small leeway for clock skew. Ed25519 verification costs tens
 //! of microseconds, several times a bare RPC, so verified tokens are cached by
 //! their exact bytes until they expire: a hit proves the same signed token was
-//! verified before, and the time claims are re-checked on every hit.
+//! verified before, and the time claims are re-checked on every hit, as is
+//! the token's revocation ([`Revocations`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{KeySet, SigningKey};
 use super::principal::{Principal, Role};
+use super::revocations::Revocations;
 
 /// Who issues tokens and who they are for; shared by issuer and verifiers.
 #[derive(Clone, Debug)]
@@ -97,8 +99,23 @@ impl TokenIssuer {
 
     /// Signs a token for `subject` with `role`, valid from now for `ttl`.
     pub fn issue(&self, subject: &str, role: Role, ttl: Duration) -> anyhow::Result<IssuedToken> {
+        self.issue_after(subject, role, ttl, None)
+    }
+
+    /// [`Self::issue`] for a subject whose tokens are revoked through second
+    /// `revoked_through` (see [`Revocations`]): a token signed in that very
+    /// second is stamped `iat` = the next second, so it is not refused as one
+    /// of the tokens revoked (`iat` has one-second resolution).
+    pub fn issue_after(
+        &self,
+        subject: &str,
+        role: Role,
+        ttl: Duration,
+        revoked_through: Option<u64>,
+    ) -> anyhow::Result<IssuedToken> {
         let now = SystemTime::now();
-        let iat = unix_seconds(now);
+        let nbf = unix_seconds(now);
+        let iat = revoked_through.map_or(nbf, |second| nbf.max(second.saturating_add(1)));
         let expires_at = now + ttl;
         let claims = Claims {
             sub: subject.to_owned(),
@@ -106,12 +123,17 @@ impl TokenIssuer {
             iss: self.settings.issuer.clone(),
             aud: self.settings.audience.clone(),
             exp: unix_seconds(expires_at),
-            nbf: iat,
+            nbf,
             iat,
             jti: uuid::Uuid::now_v7().to_string(),
         };
         let token = self.sign(&claims)?;
         Ok(IssuedToken { token, expires_at })
+    }
+
+    /// Issuer, audience and leeway of the tokens this issuer signs.
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
     }
 
     /// Signs arbitrary claims as they are, with this issuer's key and `kid`: for
@@ -139,6 +161,10 @@ pub enum AuthError {
     /// The token is not valid yet.
     #[error("token not yet valid")]
     NotYetValid,
+    /// The token's subject was revoked after it was issued (account deleted
+    /// or disabled, role changed, or its tokens revoked): sign in again.
+    #[error("token revoked")]
+    Revoked,
 }
 
 /// How many verified tokens to remember. Each entry is small; past this the cache
@@ -167,6 +193,15 @@ struct CachedToken {
     principal: Principal,
     exp: u64,
     nbf: u64,
+    iat: u64,
+}
+
+/// A token's time claims, seconds since the epoch.
+#[derive(Clone, Copy)]
+struct Times {
+    exp: u64,
+    nbf: u64,
+    iat: u64,
 }
 
 /// Verifies access tokens against a key set.
@@ -178,6 +213,8 @@ pub struct TokenVerifier {
     /// Verified tokens by [`cache_key`]. Hashing a whole token (a few hundred
     /// bytes) with SipHash was the layers' largest single cost per call.
     cache: Arc<Mutex<TokenCache>>,
+    /// Subjects whose earlier tokens are refused, checked on every call.
+    revocations: Revocations,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -204,14 +241,22 @@ impl TokenVerifier {
             validation: Arc::new(validation),
             leeway: settings.leeway.as_secs(),
             cache: Arc::new(Mutex::new(TokenCache::default())),
+            revocations: Revocations::new(),
         }
+    }
+
+    /// The revocations this verifier (and every clone) refuses; fed by
+    /// [`super::revocations::follow`].
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The verified caller a token speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = unix_seconds(SystemTime::now());
-        if let Some((principal, exp, nbf)) = self.cached(token) {
-            return self.check_times(exp, nbf, now).map(|()| principal);
+        if let Some((principal, times)) = self.cached(token) {
+            self.check_times(times.exp, times.nbf, now)?;
+            return self.check_revoked(principal, times.iat);
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Invalid("malformed token"))?;
@@ -246,7 +291,19 @@ impl TokenVerifier {
             subject: claims.sub,
             role,
         };
-        self.remember(token, &principal, claims.exp, claims.nbf, now);
+        let times = Times {
+            exp: claims.exp,
+            nbf: claims.nbf,
+            iat: claims.iat,
+        };
+        self.remember(token, &principal, times, now);
+        self.check_revoked(principal, claims.iat)
+    }
+
+    fn check_revoked(&self, principal: Principal, iat: u64) -> Result<Principal, AuthError> {
+        if self.revocations.is_revoked(&principal.subject, iat) {
+            return Err(AuthError::Revoked);
+        }
         Ok(principal)
     }
 
@@ -260,16 +317,25 @@ impl TokenVerifier {
         Ok(())
     }
 
-    /// The cached principal of `token` and its validity window.
-    fn cached(&self, token: &str) -> Option<(Principal, u64, u64)> {
+    /// The cached principal of `token` and its time claims.
+    fn cached(&self, token: &str) -> Option<(Principal, Times)> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .get(&cache_key(token))
             .filter(|entry| entry.token == token)
-            .map(|entry| (entry.principal.clone(), entry.exp, entry.nbf))
+            .map(|entry| {
+                (
+                    entry.principal.clone(),
+                    Times {
+                        exp: entry.exp,
+                        nbf: entry.nbf,
+                        iat: entry.iat,
+                    },
+                )
+            })
     }
 
-    fn remember(&self, token: &str, principal: &Principal, exp: u64, nbf: u64, now: u64) {
+    fn remember(&self, token: &str, principal: &Principal, times: Times, now: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.retain(|_, entry| entry.exp.saturating_add(self.leeway) >= now);
@@ -282,8 +348,9 @@ impl TokenVerifier {
             CachedToken {
                 token: token.to_owned(),
                 principal: principal.clone(),
-                exp,
-                nbf,
+                exp: times.exp,
+                nbf: times.nbf,
+                iat: times.iat,
             },
         );
     }

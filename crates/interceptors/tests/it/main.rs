@@ -11,6 +11,7 @@ mod probe;
 mod raw_h2;
 mod readiness;
 mod reflection;
+mod revocation;
 mod shutdown;
 mod tls;
 mod trace;

@@ -134,6 +134,20 @@ impl UserService for Probe {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         Err(Status::unimplemented("not in the probe"))
     }
+
+    async fn revoke_tokens(
+        &self,
+        _: Request<pb::RevokeTokensRequest>,
+    ) -> Result<Response<pb::RevokeTokensResponse>, Status> {
+        Err(Status::unimplemented("not in the probe"))
+    }
+
+    async fn list_revocations(
+        &self,
+        _: Request<pb::ListRevocationsRequest>,
+    ) -> Result<Response<pb::ListRevocationsResponse>, Status> {
+        Err(Status::unimplemented("not in the probe"))
+    }
 }
 
 /// A probe served by a real ServiceHost.

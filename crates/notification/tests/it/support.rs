@@ -57,7 +57,10 @@ pub async fn start_notification(
         suite.order.as_ref().unwrap().addr(),
         suite.payment.addr(),
         Arc::new(notifier),
-        |config| config.notify_max_attempts = max_attempts,
+        |config| {
+            config.notify_max_attempts = max_attempts;
+            agora_testkit::suite::follow_revocations(&mut config.serve, suite.user.addr());
+        },
     )
     .await
 }

@@ -5,5 +5,6 @@
 mod accounts;
 mod authz;
 mod listing;
+mod revocation;
 mod serving;
 mod support;
