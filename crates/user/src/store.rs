@@ -126,7 +126,7 @@ impl UserStore {
         sqlx::query(concat!(
             "INSERT INTO users (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"
         ))
         .bind(user.id.to_string())
         .bind(user.email.as_str())
