@@ -188,7 +188,7 @@ async fn openapi_lists_every_route_and_health_and_metrics_answer() {
         agora_gateway::routes::RouteTable::from_pool(&pool, &agora_gateway::SERVICES).unwrap();
     assert_eq!(
         routes.routes().len(),
-        23,
+        25,
         "every method of the four services has a route"
     );
     for route in routes.routes() {
