@@ -7,6 +7,7 @@ use std::time::Duration;
 use agora_interceptors::ServeArgs;
 use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
+use agora_interceptors::tls::ClientTlsArgs;
 
 /// The inventory service: catalogue, stock and reservations.
 #[derive(clap::Parser, Clone, Debug)]
@@ -46,6 +47,10 @@ pub struct InventoryConfig {
     /// This service's own key, for reading the revocation list.
     #[command(flatten)]
     pub service_key: ServiceKeyArgs,
+
+    /// TLS towards the user service (for an `https://` AGORA_REVOCATION_URL).
+    #[command(flatten)]
+    pub downstream_tls: ClientTlsArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

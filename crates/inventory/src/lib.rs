@@ -78,8 +78,8 @@ pub async fn serve(
         config.reservation_max_ttl,
     );
     let sweep_interval = config.reservation_sweep_interval;
-    let host =
-        ServiceHost::new(config.serve.clone(), verifier).follow_user_service(credentials, None)?;
+    let host = ServiceHost::new(config.serve.clone(), verifier)
+        .follow_user_service(credentials, config.downstream_tls.load()?)?;
     let metrics = host.grpc_metrics();
     let stock_database = database.clone();
     host.add_service(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use agora_interceptors::ServeArgs;
 use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
+use agora_interceptors::tls::ClientTlsArgs;
 
 /// The payment service: idempotent charges and refunds through a payment
 /// provider (the built-in deterministic test gateway).
@@ -40,6 +41,10 @@ pub struct PaymentConfig {
     /// This service's own key, for reading the revocation list.
     #[command(flatten)]
     pub service_key: ServiceKeyArgs,
+
+    /// TLS towards the user service (for an `https://` AGORA_REVOCATION_URL).
+    #[command(flatten)]
+    pub downstream_tls: ClientTlsArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

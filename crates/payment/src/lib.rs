@@ -81,8 +81,8 @@ pub async fn serve_with_provider(
     let token_settings = config.serve.token_settings();
     let verifier = TokenVerifier::new(keys.verifying.clone(), &token_settings);
     let credentials = keys.tokens(token_settings, SERVICE_SUBJECT)?;
-    let host =
-        ServiceHost::new(config.serve.clone(), verifier).follow_user_service(credentials, None)?;
+    let host = ServiceHost::new(config.serve.clone(), verifier)
+        .follow_user_service(credentials, config.downstream_tls.load()?)?;
     let provider = Arc::new(provider_metrics::CountedProvider::new(
         provider,
         &host.grpc_metrics(),
