@@ -224,6 +224,46 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::time::now_micros;
+    use crate::auth::{
+        AuthError, KeySet, Role, SigningKey, TokenIssuer, TokenSettings, TokenVerifier,
+    };
+
+    #[test]
+    fn revoked_tokens_are_refused_on_cache_hits_and_later_ones_accepted() {
+        let key = SigningKey::generate("k").unwrap();
+        let mut keys = KeySet::new();
+        keys.insert(key.public_jwk()).unwrap();
+        let settings = TokenSettings::default();
+        let issuer = TokenIssuer::new(&key, settings.clone()).unwrap();
+        let verifier = TokenVerifier::new(keys, &settings);
+        let ttl = Duration::from_secs(60);
+        let before = issuer.issue("u", Role::Customer, ttl).unwrap().token;
+        assert!(verifier.verify(&before).is_ok(), "verified, and now cached");
+
+        let now = now_micros();
+        let revoke = |at| Revocation {
+            subject: "u".into(),
+            revoked_at: at,
+        };
+        verifier.revocations().apply(&[revoke(now)], 0);
+        assert_eq!(verifier.verify(&before), Err(AuthError::Revoked));
+
+        // Signed in the revocation's own second: stamped with the next one.
+        let through = verifier.revocations().revoked_through("u");
+        let after = issuer
+            .issue_after("u", Role::Customer, ttl, through)
+            .unwrap()
+            .token;
+        assert_eq!(verifier.verify(&after).unwrap().subject, "u");
+        // The next revocation lands a second later (the store sees to it)
+        // and covers it.
+        verifier.revocations().apply(&[revoke(now + 1_000_000)], 0);
+        assert_eq!(verifier.verify(&after), Err(AuthError::Revoked));
+        // Another subject is untouched.
+        let other = issuer.issue("v", Role::Customer, ttl).unwrap().token;
+        assert!(verifier.verify(&other).is_ok());
+    }
 
     fn at(second: i64, micros: i64) -> i64 {
         second * 1_000_000 + micros
