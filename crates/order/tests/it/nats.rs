@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agora_interceptors::db::Database;
 use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings, async_nats};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
@@ -27,13 +26,6 @@ fn settings(url: &str) -> RelaySettings {
         url: format!("nats://{url}"),
         prefix: format!("t{}.", uuid::Uuid::now_v7().simple()),
     }
-}
-
-async fn outbox_on(db: &TestDatabase) -> Outbox {
-    let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS)
-        .await
-        .unwrap();
-    Outbox::new(database, "order")
 }
 
 /// Appends `n` OrderPlaced events for one order, committed.
