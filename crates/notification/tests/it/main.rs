@@ -4,4 +4,5 @@
 
 mod consume;
 mod jetstream;
+mod outage;
 mod support;
