@@ -2,6 +2,7 @@
 //! failed and cancelled order and per refund; exactly one per event through
 //! a crash; dead letters after bounded tries, visible and replayable.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -161,6 +162,60 @@ backend_test! {
             .dead_letters
             .is_empty());
         server.stop().await;
+        notes_db.cleanup().await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn two_replicas_on_one_database_notify_once_and_one_goes_on_when_the_other_dies(db: &TestDatabase) {
+        let suite = TestSuite::start(db, SuiteOptions::default()).await;
+        suite.product("MUG", 100, 100).await;
+        let (_, token) = customer(&suite, "ada@example.com").await;
+        let notes_db = TestDatabase::like(db).await;
+        let replica = |notifier: TestNotifier| {
+            agora_testkit::services::start_notification(
+                &notes_db,
+                &suite.keys,
+                suite.order.as_ref().unwrap().addr(),
+                suite.payment.addr(),
+                Arc::new(notifier),
+                |config| config.feed_lease_ttl = Duration::from_millis(900),
+            )
+        };
+        let (first, second) = (TestNotifier::default(), TestNotifier::default());
+        let first_server = replica(first.clone()).await;
+        let second_server = replica(second.clone()).await;
+
+        let mut orders = Vec::new();
+        for _ in 0..4 {
+            orders.push(place(&suite, &token, "MUG", "tok_visa").await.order_id);
+        }
+        wait_for_notifications(&second_server, &token, 4).await;
+        // One replica consumed the order feed: each was sent once.
+        let (a, b) = (first.recorded.sent().len(), second.recorded.sent().len());
+        assert_eq!(a + b, 4, "sent by both replicas: {a} + {b}");
+        assert!(a == 0 || b == 0, "both replicas consumed the feed: {a} + {b}");
+
+        // The one consuming dies; the other takes over.
+        let (survivor, survivor_server) = if a > 0 {
+            first_server.crash().await;
+            (second, second_server)
+        } else {
+            second_server.crash().await;
+            (first, first_server)
+        };
+        let before = survivor.recorded.sent().len();
+        for _ in 0..4 {
+            orders.push(place(&suite, &token, "MUG", "tok_visa").await.order_id);
+        }
+        let got = wait_for_notifications(&survivor_server, &token, 8).await;
+        let mut notified: Vec<_> = got.iter().map(|n| n.order_id.clone()).collect();
+        notified.sort();
+        orders.sort();
+        assert_eq!(notified, orders, "exactly one notification per order");
+        assert_eq!(survivor.recorded.sent().len(), before + 4, "the survivor sent the rest");
+        survivor_server.stop().await;
         notes_db.cleanup().await;
         suite.stop().await;
     }
