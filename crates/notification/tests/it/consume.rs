@@ -220,3 +220,41 @@ backend_test! {
         suite.stop().await;
     }
 }
+
+backend_test! {
+    async fn replicas_recording_the_same_event_at_once_store_one_notification(db: &TestDatabase) {
+        use agora_notification::domain::{Delivery, Kind, Notification};
+        use agora_notification::store::NotificationStore;
+
+        // Two replicas' stores on one database, racing on the same events.
+        let pools = agora_interceptors::db::PoolSettings::default();
+        let open = || agora_interceptors::db::Database::open(db.url(), &pools, &agora_notification::MIGRATIONS);
+        let stores = [NotificationStore::new(open().await.unwrap()), NotificationStore::new(open().await.unwrap())];
+        for _ in 0..10 {
+            let event_id = uuid::Uuid::now_v7().to_string();
+            let notification = Notification {
+                event_id: event_id.clone(),
+                user_id: "ada".into(),
+                kind: Kind::OrderConfirmed,
+                order_id: event_id.clone(),
+                message: "confirmed".into(),
+            };
+            let delivery = Delivery {
+                event_id: event_id.clone(),
+                source: "agora/order".into(),
+                event_type: "agora.order.OrderConfirmed".into(),
+                cursor: String::new(),
+                encoded: Vec::new(),
+                notification: Ok(Some(notification.clone())),
+            };
+            let (a, b) = tokio::join!(
+                stores[0].record_sent(&delivery, &notification),
+                stores[1].record_sent(&delivery, &notification),
+            );
+            let fresh = [a.unwrap(), b.unwrap()];
+            assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "exactly one replica recorded it: {fresh:?}");
+        }
+        let stored = stores[0].notifications(None, None, 100).await.unwrap();
+        assert_eq!(stored.len(), 10, "one notification per event");
+    }
+}
