@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use agora_interceptors::outbox::relay::async_nats;
+use agora_interceptors::outbox::Outbox;
+use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings, async_nats};
 use agora_proto::events::v1 as ev;
 use prost::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::eventually;
 
@@ -34,6 +36,33 @@ pub async fn nats_available(addr: &str) -> bool {
         );
     }
     up
+}
+
+/// Relay settings for the NATS server at `url` (`nats://host:port`) with a
+/// fresh subject prefix, so runs sharing a server never share a stream.
+pub fn fresh_settings(url: &str) -> RelaySettings {
+    RelaySettings {
+        url: url.to_owned(),
+        prefix: format!("t{}.", uuid::Uuid::now_v7().simple()),
+    }
+}
+
+/// Runs `outbox`'s NATS relay with `settings` (and the test `fault`) until
+/// the returned token is cancelled.
+pub fn spawn_relay(
+    outbox: &Outbox,
+    settings: &RelaySettings,
+    fault: Option<RelayFault>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay::run(
+        outbox.clone(),
+        settings.clone(),
+        relay::RelayMetrics::default(),
+        fault,
+        stop.clone(),
+    ));
+    (stop, task)
 }
 
 /// A private nats-server with JetStream on a port of its own, storing in a

@@ -124,12 +124,7 @@ backend_test! {
 
         let admin = suite.keys.admin_token();
         let mut client = NotificationServiceClient::new(server.channel());
-        let dead = client
-            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
-            .await
-            .unwrap()
-            .into_inner()
-            .dead_letters;
+        let dead = dead_letters(&server, &admin).await;
         assert_eq!(dead.len(), 1, "{dead:#?}");
         assert_eq!(dead[0].attempts, 3);
         assert_eq!(dead[0].event_type, "agora.order.OrderConfirmed");
@@ -154,13 +149,7 @@ backend_test! {
         assert_eq!(status.code(), Code::NotFound);
         let adas = notifications(&server, &ada_token, "").await;
         assert_eq!(adas.len(), 1);
-        assert!(client
-            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
-            .await
-            .unwrap()
-            .into_inner()
-            .dead_letters
-            .is_empty());
+        assert!(dead_letters(&server, &admin).await.is_empty());
         server.stop().await;
         notes_db.cleanup().await;
         suite.stop().await;

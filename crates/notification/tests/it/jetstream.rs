@@ -12,13 +12,14 @@ use std::time::Duration;
 use agora_interceptors::db::Database;
 use agora_interceptors::outbox::relay::{self, RelaySettings};
 use agora_interceptors::outbox::{NewEvent, Outbox};
-use agora_notification::RecordingNotifier;
-use agora_proto::events::v1 as ev;
 use std::sync::atomic::Ordering;
 
 use agora_notification::downstream::{DLQ_SOURCE, DURABLE};
+use agora_notification::{Notifier, RecordingNotifier};
+use agora_proto::events::v1 as ev;
 use agora_proto::notification::v1 as pb;
 use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use agora_testkit::nats::{fresh_settings, spawn_relay};
 use agora_testkit::{Keys, backend_test, eventually, services, with_token};
 use tokio_util::sync::CancellationToken;
 
@@ -32,42 +33,13 @@ backend_test! {
             return;
         }
         // An order outbox with five confirmed orders, published by a relay.
-        let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS).await.unwrap();
-        let outbox = Outbox::new(database, "order");
-        let settings = RelaySettings { url: format!("nats://{NATS}"), prefix: format!("t{}.", uuid::Uuid::now_v7().simple()) };
+        let settings = fresh_settings(&format!("nats://{NATS}"));
         let user = uuid::Uuid::now_v7().to_string();
-        let mut tx = outbox.database().pool().begin().await.unwrap();
-        let events: Vec<_> = (0..5)
-            .map(|_| {
-                let order = uuid::Uuid::now_v7().to_string();
-                NewEvent::new(
-                    order.clone(),
-                    ev::event::Payload::OrderConfirmed(ev::OrderConfirmed { order_id: order, user_id: user.clone(), ..Default::default() }),
-                )
-            })
-            .collect();
-        let appended = outbox.append(&mut tx, &events).await.unwrap();
-        tx.commit().await.unwrap();
-        outbox.committed(appended);
-        let stop_relay = CancellationToken::new();
-        let relay = tokio::spawn(relay::run(outbox.clone(), settings.clone(), relay::RelayMetrics::default(), None, stop_relay.clone()));
+        let (stop_relay, relay) = confirmed_orders(db, &settings, &[user.as_str(); 5]).await;
 
         let keys = Keys::new();
         let notes_db = TestDatabase::like(db).await;
-        let start = |notifier: RecordingNotifier| {
-            let settings = settings.clone();
-            services::start_notification(
-                &notes_db,
-                &keys,
-                "127.0.0.1:9".parse().unwrap(),
-                "127.0.0.1:9".parse().unwrap(),
-                Arc::new(notifier),
-                move |config| {
-                    config.serve.nats_url = Some(settings.url.clone());
-                    config.serve.nats_subject_prefix = settings.prefix.clone();
-                },
-            )
-        };
+        let start = |notifier: RecordingNotifier| start_on_nats(&notes_db, &keys, &settings, Arc::new(notifier), 5);
         let first = RecordingNotifier::new();
         let server = start(first.clone()).await;
         eventually("some notifications", Duration::from_secs(30), || {
@@ -91,6 +63,30 @@ backend_test! {
         js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
         notes_db.cleanup().await;
     }
+}
+
+/// The notification service on `db`, reading the streams of `settings`'
+/// NATS server, trying each notification `max_attempts` times.
+fn start_on_nats<'a>(
+    db: &'a TestDatabase,
+    keys: &'a Keys,
+    settings: &RelaySettings,
+    notifier: Arc<dyn Notifier>,
+    max_attempts: u32,
+) -> impl std::future::Future<Output = TestServer> + 'a {
+    let settings = settings.clone();
+    services::start_notification(
+        db,
+        keys,
+        "127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+        notifier,
+        move |config| {
+            config.notify_max_attempts = max_attempts;
+            config.serve.nats_url = Some(settings.url);
+            config.serve.nats_subject_prefix = settings.prefix;
+        },
+    )
 }
 
 /// Appends one OrderConfirmed per customer in `users` to a fresh order
@@ -122,15 +118,7 @@ async fn confirmed_orders(
     let appended = outbox.append(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
     outbox.committed(appended);
-    let stop = CancellationToken::new();
-    let relay = tokio::spawn(relay::run(
-        outbox,
-        settings.clone(),
-        relay::RelayMetrics::default(),
-        None,
-        stop.clone(),
-    ));
-    (stop, relay)
+    spawn_relay(&outbox, settings, None)
 }
 
 backend_test! {
@@ -138,7 +126,7 @@ backend_test! {
         if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
-        let settings = RelaySettings { url: format!("nats://{NATS}"), prefix: format!("t{}.", uuid::Uuid::now_v7().simple()) };
+        let settings = fresh_settings(&format!("nats://{NATS}"));
         let (ada, bob) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
         let (stop_relay, relay) = confirmed_orders(db, &settings, &[&ada, &bob]).await;
         let notifier = TestNotifier::default();
@@ -147,39 +135,15 @@ backend_test! {
 
         let keys = Keys::new();
         let notes_db = TestDatabase::like(db).await;
-        let start = |notifier: TestNotifier| {
-            let settings = settings.clone();
-            services::start_notification(
-                &notes_db,
-                &keys,
-                "127.0.0.1:9".parse().unwrap(),
-                "127.0.0.1:9".parse().unwrap(),
-                Arc::new(notifier),
-                move |config| {
-                    config.notify_max_attempts = 3;
-                    config.serve.nats_url = Some(settings.url.clone());
-                    config.serve.nats_subject_prefix = settings.prefix.clone();
-                },
-            )
-        };
+        let start = |notifier: TestNotifier| start_on_nats(&notes_db, &keys, &settings, Arc::new(notifier), 3);
         let server = start(notifier.clone()).await;
         let admin = keys.admin_token();
         // Bob's is sent; Ada's is dead after three tries, and the stream moves on.
         let sent = wait_for_notifications(&server, &admin, 1).await;
         assert_eq!(sent[0].user_id, bob);
-        let client = NotificationServiceClient::new(server.channel());
-        let dead = eventually("the dead letter", Duration::from_secs(30), || {
-            let mut client = client.clone();
-            let admin = admin.clone();
-            async move {
-                let dead = client
-                    .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .dead_letters;
-                (!dead.is_empty()).then_some(dead)
-            }
+        let dead = eventually("the dead letter", Duration::from_secs(30), || async {
+            let dead = dead_letters(&server, &admin).await;
+            (!dead.is_empty()).then_some(dead)
         })
         .await;
         assert_eq!(dead.len(), 1, "{dead:#?}");

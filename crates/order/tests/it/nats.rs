@@ -10,24 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agora_interceptors::db::Database;
-use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings, async_nats};
+use agora_interceptors::outbox::relay::{RelayFault, RelaySettings, async_nats};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
-use agora_testkit::nats::{Broker, assert_once_in_order, free_port};
+use agora_testkit::nats::{Broker, assert_once_in_order, free_port, fresh_settings, spawn_relay};
 use agora_testkit::{backend_test, eventually};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
 const NATS: &str = agora_testkit::nats::NATS_ADDR;
-
-/// Settings with a fresh subject prefix, so runs never share a stream.
-fn settings(url: &str) -> RelaySettings {
-    RelaySettings {
-        url: format!("nats://{url}"),
-        prefix: format!("t{}.", uuid::Uuid::now_v7().simple()),
-    }
-}
 
 async fn outbox_on(db: &TestDatabase) -> Outbox {
     let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS)
@@ -72,29 +63,13 @@ async fn stream_events(settings: &RelaySettings, url: &str) -> Vec<ev::Event> {
     events
 }
 
-fn spawn_relay(
-    outbox: &Outbox,
-    settings: &RelaySettings,
-    fault: Option<RelayFault>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(relay::run(
-        outbox.clone(),
-        settings.clone(),
-        relay::RelayMetrics::default(),
-        fault,
-        stop.clone(),
-    ));
-    (stop, task)
-}
-
 backend_test! {
     async fn a_crash_between_puback_and_mark_is_a_duplicate_jetstream_drops(db: &TestDatabase) {
         if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
         let outbox = outbox_on(db).await;
-        let settings = settings(NATS);
+        let settings = fresh_settings(&format!("nats://{NATS}"));
         append(&outbox, "order-1", 3).await;
 
         // The relay publishes the first two, then "crashes" after the second
@@ -148,7 +123,7 @@ backend_test! {
             return;
         };
         let outbox = outbox_on(db).await;
-        let settings = settings(&format!("127.0.0.1:{}", broker.port));
+        let settings = fresh_settings(&broker.url());
         let (stop, task) = spawn_relay(&outbox, &settings, None);
         append(&outbox, "order-a", 5).await;
         eventually("the first events published", Duration::from_secs(20), || async {
