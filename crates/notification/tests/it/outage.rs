@@ -2,11 +2,11 @@
 //! to a private nats-server, customers place orders through gRPC from
 //! several tasks while the server is killed and later started again on the
 //! same storage, and the notification service reads the streams through
-//! its JetStream durable consumer. Every order settles, every event of the
-//! order stream arrives once and in order per aggregate, and every settled
-//! order has exactly one notification. Needs `nats-server` on the PATH;
-//! without it the test prints a note and passes, unless
-//! `AGORA_REQUIRE_NATS` is set.
+//! its JetStream durable consumer. Every order settles (some confirmed, some
+//! declined, some cancelled), every event arrives once and in order per
+//! aggregate, and every outcome has exactly one notification. Needs
+//! `nats-server` on the PATH; without it the test prints a note and passes,
+//! unless `AGORA_REQUIRE_NATS` is set.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-/// Orders placed so far: (order id, the customer's token).
-type Placed = Arc<Mutex<Vec<(String, String)>>>;
+/// Orders placed so far: (order id, the customer's token, whether its
+/// cancellation was asked).
+type Placed = Arc<Mutex<Vec<(String, String, bool)>>>;
 
 /// Places orders as one customer until `stop`: one in four with a card
-/// that is declined (a FAILED order), the rest paid.
+/// that is declined (a FAILED order), the rest paid, and one in five of
+/// those cancelled at once (refunded).
 async fn shop(suite: &TestSuite, token: String, placed: Placed, stop: CancellationToken) {
     let mut orders = suite.orders();
     let mut n = 0;
@@ -54,7 +56,21 @@ async fn shop(suite: &TestSuite, token: String, placed: Placed, stop: Cancellati
             .into_inner()
             .order
             .expect("the order");
-        placed.lock().unwrap().push((order.order_id, token.clone()));
+        let cancel = n % 5 == 0 && order.state() == order_pb::OrderState::Confirmed;
+        if cancel {
+            let request = order_pb::CancelOrderRequest {
+                order_id: order.order_id.clone(),
+                reason: "changed my mind".into(),
+            };
+            orders
+                .cancel_order(with_token(request, &token))
+                .await
+                .expect("CancelOrder, broker or not");
+        }
+        placed
+            .lock()
+            .unwrap()
+            .push((order.order_id, token.clone(), cancel));
     }
 }
 
@@ -132,7 +148,7 @@ backend_test! {
 
         // Every order settles.
         let mut outcomes = BTreeMap::new();
-        for (order_id, token) in &placed {
+        for (order_id, token, cancelled) in &placed {
             let order = eventually("the order to settle", Duration::from_secs(30), || async {
                 let order = suite
                     .orders()
@@ -142,13 +158,19 @@ backend_test! {
                     .into_inner()
                     .order
                     .unwrap();
-                matches!(order.state(), order_pb::OrderState::Confirmed | order_pb::OrderState::Failed)
-                    .then_some(order)
+                let settled = if *cancelled {
+                    order.state() == order_pb::OrderState::Cancelled
+                } else {
+                    matches!(order.state(), order_pb::OrderState::Confirmed | order_pb::OrderState::Failed)
+                };
+                settled.then_some(order)
             })
             .await;
             outcomes.insert(order_id.clone(), order.state());
         }
-        assert!(outcomes.values().any(|s| *s == order_pb::OrderState::Failed), "some declined");
+        for state in [order_pb::OrderState::Failed, order_pb::OrderState::Cancelled] {
+            assert!(outcomes.values().any(|s| *s == state), "some {state:?}");
+        }
 
         // The order stream holds every event of the outbox, once, in order
         // per order, each order ending in its outcome.
@@ -170,46 +192,60 @@ backend_test! {
             let last = by_order[order_id].last().unwrap();
             let want = match state {
                 order_pb::OrderState::Confirmed => "agora.order.OrderConfirmed",
+                order_pb::OrderState::Cancelled => "agora.order.OrderCancelled",
                 _ => "agora.order.OrderFailed",
             };
             assert_eq!(last.r#type, want, "{order_id}");
         }
         // The other services' streams: once, in order, and payment's has a
-        // capture for every confirmed order.
-        let confirmed: HashSet<&String> = outcomes
-            .iter()
-            .filter(|(_, s)| **s == order_pb::OrderState::Confirmed)
-            .map(|(id, _)| id)
-            .collect();
-        eventually("a capture on the payment stream per confirmed order", Duration::from_secs(30), || async {
+        // capture for every order confirmed (cancelled ones too) and a
+        // refund for every cancelled one.
+        let with_state = |states: &[order_pb::OrderState]| -> HashSet<String> {
+            outcomes.iter().filter(|(_, s)| states.contains(s)).map(|(id, _)| id.clone()).collect()
+        };
+        let paid = with_state(&[order_pb::OrderState::Confirmed, order_pb::OrderState::Cancelled]);
+        let refunded = with_state(&[order_pb::OrderState::Cancelled]);
+        eventually("the payment stream complete", Duration::from_secs(30), || async {
             let events = stream_events(&nats.url, &nats.stream_name("agora/payment")).await;
             assert_once_in_order(&events);
-            let captured: HashSet<&String> = events
-                .iter()
-                .filter_map(|e| match &e.payload {
-                    Some(ev::event::Payload::PaymentCaptured(c)) => Some(&c.order_id),
-                    _ => None,
-                })
-                .filter(|id| confirmed.contains(id))
-                .collect();
-            (captured.len() == confirmed.len()).then_some(())
+            let (mut captures, mut refunds) = (HashSet::new(), HashSet::new());
+            for event in &events {
+                match &event.payload {
+                    Some(ev::event::Payload::PaymentCaptured(c)) => captures.insert(c.order_id.clone()),
+                    Some(ev::event::Payload::PaymentRefunded(r)) => refunds.insert(r.order_id.clone()),
+                    _ => false,
+                };
+            }
+            (paid.is_subset(&captures) && refunded.is_subset(&refunds)).then_some(())
         })
         .await;
         assert_once_in_order(&stream_events(&nats.url, &nats.stream_name("agora/inventory")).await);
 
-        // Exactly one notification per settled order, of its outcome.
+        // Exactly one notification per outcome: confirmed or failed, and
+        // for a cancelled order its confirmation, cancellation and refund.
+        use pb::NotificationKind as K;
+        let want: BTreeMap<String, Vec<K>> = outcomes
+            .iter()
+            .map(|(order_id, state)| {
+                let mut kinds = match state {
+                    order_pb::OrderState::Confirmed => vec![K::OrderConfirmed],
+                    order_pb::OrderState::Cancelled => vec![K::OrderConfirmed, K::OrderCancelled, K::PaymentRefunded],
+                    _ => vec![K::OrderFailed],
+                };
+                kinds.sort();
+                (order_id.clone(), kinds)
+            })
+            .collect();
         let admin = suite.keys.admin_token();
-        let got = wait_for_notifications(&notes, &admin, placed.len()).await;
-        let notified: BTreeMap<String, pb::NotificationKind> =
-            got.iter().map(|n| (n.order_id.clone(), n.kind())).collect();
-        assert_eq!(notified.len(), placed.len(), "one notification per order");
-        for (order_id, state) in &outcomes {
-            let want = match state {
-                order_pb::OrderState::Confirmed => pb::NotificationKind::OrderConfirmed,
-                _ => pb::NotificationKind::OrderFailed,
-            };
-            assert_eq!(notified[order_id], want, "{order_id}");
+        let got = wait_for_notifications(&notes, &admin, want.values().map(Vec::len).sum()).await;
+        let mut notified: BTreeMap<String, Vec<K>> = BTreeMap::new();
+        for n in &got {
+            notified.entry(n.order_id.clone()).or_default().push(n.kind());
         }
+        for kinds in notified.values_mut() {
+            kinds.sort();
+        }
+        assert_eq!(notified, want, "one notification per outcome");
 
         notes.stop().await;
         notes_db.cleanup().await;
