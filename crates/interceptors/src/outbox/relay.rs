@@ -1,13 +1,27 @@
 //! The NATS JetStream relay: publishes a service's committed outbox rows, in
 //! position order, to the stream `AGORA_<CONTEXT>` under the subject
 //! `agora.<context>.<EventName>` (the event's type), each with
-//! `Nats-Msg-Id` = the event id, waits for the broker's PubAck, and only
-//! then marks the row published.
+//! `Nats-Msg-Id` = the event id, and marks rows published once the broker
+//! acknowledged them.
 //!
-//! - **No loss, no duplicates downstream.** A row is marked after its
-//!   PubAck, so a crash between the two publishes it again on restart;
+//! - **Pipelined, still in order.** A round reads up to [`BATCH`] rows and
+//!   sends them back to back on the one connection, then awaits the PubAcks
+//!   in order (one round trip a round, not one an event). Every message but
+//!   the round's first carries `Nats-Expected-Last-Msg-Id` = the previous
+//!   event's id, so if one is lost in flight (a dropped connection) the
+//!   broker refuses the ones after it instead of storing them ahead of it;
+//!   the next round starts again from the first unacknowledged row, with
+//!   nothing in flight. Only the acknowledged prefix of a round counts.
+//! - **No loss, no duplicates downstream.** A row is marked only after its
+//!   PubAck, so a crash before the mark publishes it again on restart;
 //!   JetStream drops the repeat inside the stream's duplicate window
-//!   ([`DUPLICATE_WINDOW`]) by its message id.
+//!   ([`DUPLICATE_WINDOW`]) by its message id (it checks the id before any
+//!   expectation, so a republished run is acknowledged as duplicates).
+//! - **Marks are batched.** Marking is a write to the service's database,
+//!   which the saga's own writes queue for (SQLite has one writer), so the
+//!   relay marks what the broker acknowledged at most every [`MARK_EVERY`]
+//!   (and when it stops), remembering in memory how far it got. A crash
+//!   republishes at most that much, which the broker drops.
 //! - **One publisher per service.** On PostgreSQL a relay publishes only
 //!   while it holds the `outbox_relay` row (`FOR UPDATE SKIP LOCKED`): other
 //!   replicas skip it and wait, so rows are never published concurrently and
@@ -26,7 +40,7 @@
 //!   3-replica stream for durability.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use async_nats;
 use async_nats::jetstream;
@@ -47,8 +61,11 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How long the stream keeps messages.
 pub const STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Rows published per claim.
-const BATCH: i64 = 100;
+/// Rows read and sent per round.
+const BATCH: i64 = 256;
+
+/// How long acknowledged rows may wait to be marked published.
+pub const MARK_EVERY: Duration = Duration::from_millis(250);
 
 /// A test hook: called with each event id after its PubAck and before the
 /// row is marked; `true` stops the relay right there, as a crash would.
@@ -85,6 +102,13 @@ impl RelayMetrics {
         );
         this
     }
+
+    fn set_lag_since(&self, created_at: Option<i64>) {
+        let lag = created_at.map_or(0.0, |created| {
+            (now_micros().saturating_sub(created)).max(0) as f64 / 1e6
+        });
+        self.lag.set(lag);
+    }
 }
 
 /// Connects to NATS and creates the context's stream if missing.
@@ -117,168 +141,276 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut commits = outbox.commits();
+    let mut relay = Relay {
+        outbox,
+        settings,
+        metrics,
+        fault,
+        js: None,
+        acked_through: 0,
+        marked_through: 0,
+        last_mark: Instant::now(),
+    };
     let mut backoff = Duration::from_millis(100);
-    let mut js: Option<jetstream::Context> = None;
     loop {
         commits.borrow_and_update();
-        update_lag(&outbox, &metrics).await;
-        let outcome = match &js {
-            Some(context) => {
-                publish_batch(&outbox, &settings, context, &metrics, fault.as_ref()).await
-            }
-            None => match connect(&settings, outbox.source()).await {
-                Ok(context) => {
-                    tracing::info!(
-                        url = %settings.url,
-                        stream = settings.stream_name(outbox.source()),
-                        "event relay connected to NATS"
-                    );
-                    js = Some(context);
-                    backoff = Duration::from_millis(100);
-                    continue;
-                }
-                Err(error) => Err(error),
-            },
-        };
-        match outcome {
-            Ok(Step::Crashed) => return,
-            Ok(Step::More) => {
+        match relay.round().await {
+            Ok(Round::Crashed) => return,
+            Ok(Round::Full) => backoff = Duration::from_millis(100),
+            Ok(Round::Drained) => {
                 backoff = Duration::from_millis(100);
-                continue;
-            }
-            Ok(Step::Idle) => {
-                backoff = Duration::from_millis(100);
+                // Quiet: wake on the next commit, or when the marks are due.
+                let wait = if relay.acked_through > relay.marked_through {
+                    MARK_EVERY.saturating_sub(relay.last_mark.elapsed())
+                } else {
+                    FOLLOW_FALLBACK
+                };
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                     _ = commits.changed() => {}
-                    () = tokio::time::sleep(FOLLOW_FALLBACK) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
             Err(error) => {
-                metrics.errors.inc();
+                relay.metrics.errors.inc();
+                relay.measure_lag().await;
                 tracing::warn!(
                     error = %format!("{error:#}"),
                     retry_in = ?backoff,
                     "event relay is behind: cannot publish to NATS; events wait in the outbox"
                 );
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    // Stopping: mark what the broker has, so a restart republishes nothing.
+    if let Err(error) = relay.mark_on_writer().await {
+        tracing::warn!(%error, "marking published events at shutdown failed; they will be republished and dropped as duplicates");
     }
 }
 
-/// What one claim did.
-enum Step {
+/// What one round did.
+enum Round {
     /// Published a full batch: more may wait.
-    More,
+    Full,
     /// Nothing (more) to publish, or another replica holds the claim.
-    Idle,
+    Drained,
     /// The fault hook stopped it.
     Crashed,
 }
 
-async fn update_lag(outbox: &Outbox, metrics: &RelayMetrics) {
-    let oldest: Result<Option<i64>, _> =
-        sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(outbox.database().pool())
-            .await;
-    if let Ok(oldest) = oldest {
-        let lag = oldest.map_or(0.0, |created| {
-            (now_micros().saturating_sub(created)).max(0) as f64 / 1e6
-        });
-        metrics.lag.set(lag);
-    }
+/// One unpublished outbox row.
+struct Unpublished {
+    position: i64,
+    event_id: String,
+    event_type: String,
+    event: Vec<u8>,
+    created_at: i64,
 }
 
-async fn publish_batch(
-    outbox: &Outbox,
-    settings: &RelaySettings,
-    js: &jetstream::Context,
-    metrics: &RelayMetrics,
-    fault: Option<&RelayFault>,
-) -> anyhow::Result<Step> {
-    let db = outbox.database();
-    // PostgreSQL: hold the claim row for the batch; SQLite: one process.
-    let mut claim = None;
-    if db.backend() == Backend::Postgres {
-        let mut tx = db.pool().begin().await?;
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM outbox_relay WHERE id = 1 FOR UPDATE SKIP LOCKED")
-                .fetch_optional(&mut *tx)
-                .await?;
-        if held.is_none() {
-            return Ok(Step::Idle);
+/// The relay's state between rounds.
+struct Relay {
+    outbox: Outbox,
+    settings: RelaySettings,
+    metrics: RelayMetrics,
+    fault: Option<RelayFault>,
+    js: Option<jetstream::Context>,
+    /// The last position the broker acknowledged (to this process).
+    acked_through: i64,
+    /// The last position this process marked published.
+    marked_through: i64,
+    last_mark: Instant,
+}
+
+impl Relay {
+    /// Connects if needed, then publishes the next batch of rows.
+    async fn round(&mut self) -> anyhow::Result<Round> {
+        if self.js.is_none() {
+            let context = connect(&self.settings, self.outbox.source()).await?;
+            tracing::info!(
+                url = %self.settings.url,
+                stream = self.settings.stream_name(self.outbox.source()),
+                "event relay connected to NATS"
+            );
+            self.js = Some(context);
         }
-        claim = Some(tx);
-    }
-    let rows = match claim.as_mut() {
-        Some(tx) => unpublished().fetch_all(&mut **tx).await?,
-        None => unpublished().fetch_all(db.pool()).await?,
-    };
-    let mut published = Vec::new();
-    let mut failure = None;
-    for row in &rows {
-        let position: i64 = row.try_get("position")?;
-        let event_id: String = row.try_get("event_id")?;
-        let subject = settings.subject(&row.try_get::<String, _>("event_type")?);
-        let payload: Vec<u8> = row.try_get("event")?;
-        let ack = async {
-            let publish = jetstream::context::Publish::build()
-                .message_id(&event_id)
-                .payload(payload.into());
-            js.send_publish(subject, publish).await?.await
-        }
-        .await;
-        match ack {
-            Ok(ack) => {
-                if ack.duplicate {
-                    tracing::info!(%event_id, "NATS already had this event (a republish after a crash); dropped as a duplicate");
-                }
-                if fault.is_some_and(|crash| crash(&event_id)) {
-                    return Ok(Step::Crashed);
-                }
-                metrics.published.inc();
-                published.push(position);
+        let db = self.outbox.database().clone();
+        // PostgreSQL: hold the claim row for the round; SQLite: one process.
+        let mut claim = None;
+        if db.backend() == Backend::Postgres {
+            let mut tx = db.pool().begin().await?;
+            let held: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM outbox_relay WHERE id = 1 FOR UPDATE SKIP LOCKED",
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                return Ok(Round::Drained);
             }
-            Err(error) => {
-                failure =
-                    Some(anyhow::Error::new(error).context(format!("publishing event {event_id}")));
-                break;
+            claim = Some(tx);
+        }
+        let query = sqlx::query(
+            "SELECT position, event_id, event_type, event, created_at FROM outbox \
+             WHERE published_at IS NULL AND position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(self.acked_through)
+        .bind(BATCH);
+        let rows = match claim.as_mut() {
+            Some(tx) => query.fetch_all(&mut **tx).await?,
+            None => query.fetch_all(db.pool()).await?,
+        };
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(Unpublished {
+                    position: row.try_get("position")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("event_type")?,
+                    event: row.try_get("event")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        self.metrics
+            .set_lag_since(rows.first().map(|row| row.created_at));
+        let published = self.publish(&rows).await;
+        if matches!(published, Ok(Round::Crashed)) {
+            return Ok(Round::Crashed);
+        }
+        if self.marks_due() {
+            match claim.as_mut() {
+                Some(tx) => self.mark(&mut **tx).await?,
+                None => self.mark(db.writer()).await?,
             }
         }
+        if let Some(tx) = claim {
+            tx.commit().await?;
+        }
+        published?;
+        Ok(if rows.len() as i64 == BATCH {
+            Round::Full
+        } else {
+            Round::Drained
+        })
     }
-    if let Some(last) = published.last() {
-        let mark = sqlx::query(
-            "UPDATE outbox SET published_at = $1 WHERE position <= $2 AND published_at IS NULL",
+
+    /// Sends `rows` back to back, then awaits their PubAcks in order,
+    /// moving `acked_through` over the acknowledged prefix.
+    async fn publish(&mut self, rows: &[Unpublished]) -> anyhow::Result<Round> {
+        let Some(js) = self.js.as_ref() else {
+            return Ok(Round::Drained);
+        };
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut previous: Option<&str> = None;
+        let mut failure = None;
+        for row in rows {
+            let mut publish = jetstream::context::Publish::build()
+                .message_id(&row.event_id)
+                .payload(row.event.clone().into());
+            if let Some(previous) = previous {
+                publish = publish.expected_last_message_id(previous);
+            }
+            match js
+                .send_publish(self.settings.subject(&row.event_type), publish)
+                .await
+            {
+                Ok(ack) => pending.push(ack),
+                Err(error) => {
+                    failure = Some(anyhow::Error::new(error));
+                    break;
+                }
+            }
+            previous = Some(&row.event_id);
+        }
+        let mut duplicates = 0;
+        for (row, ack) in rows.iter().zip(pending) {
+            match ack.await {
+                Ok(ack) => {
+                    duplicates += usize::from(ack.duplicate);
+                    if self
+                        .fault
+                        .as_ref()
+                        .is_some_and(|crash| crash(&row.event_id))
+                    {
+                        return Ok(Round::Crashed);
+                    }
+                    self.metrics.published.inc();
+                    self.acked_through = row.position;
+                }
+                Err(error) => {
+                    failure = Some(
+                        anyhow::Error::new(error)
+                            .context(format!("publishing event {}", row.event_id)),
+                    );
+                    break;
+                }
+            }
+        }
+        if duplicates > 0 {
+            tracing::info!(
+                duplicates,
+                "NATS already had events this relay republished (after a crash or a failover); dropped as duplicates"
+            );
+        }
+        match failure {
+            // The connection may be gone: reconnect before the next round.
+            Some(error) => {
+                self.js = None;
+                Err(error)
+            }
+            None => Ok(Round::Drained),
+        }
+    }
+
+    fn marks_due(&self) -> bool {
+        self.acked_through > self.marked_through && self.last_mark.elapsed() >= MARK_EVERY
+    }
+
+    /// Marks the acknowledged rows published, on `executor`.
+    async fn mark<'c, E>(&mut self, executor: E) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        sqlx::query(
+            "UPDATE outbox SET published_at = $1 \
+             WHERE position > $2 AND position <= $3 AND published_at IS NULL",
         )
         .bind(now_micros())
-        .bind(*last);
-        match claim.as_mut() {
-            Some(tx) => mark.execute(&mut **tx).await?,
-            None => mark.execute(db.writer()).await?,
-        };
+        .bind(self.marked_through)
+        .bind(self.acked_through)
+        .execute(executor)
+        .await?;
+        self.marked_through = self.acked_through;
+        self.last_mark = Instant::now();
+        Ok(())
     }
-    if let Some(tx) = claim {
-        tx.commit().await?;
-    }
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    Ok(if rows.len() as i64 == BATCH {
-        Step::More
-    } else {
-        Step::Idle
-    })
-}
 
-fn unpublished() -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query(
-        "SELECT position, event_id, event_type, event FROM outbox \
-         WHERE published_at IS NULL ORDER BY position LIMIT $1",
-    )
-    .bind(BATCH)
+    /// Marks what is acknowledged and unmarked, outside a round.
+    async fn mark_on_writer(&mut self) -> Result<(), sqlx::Error> {
+        if self.acked_through > self.marked_through {
+            let db = self.outbox.database().clone();
+            self.mark(db.writer()).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the lag from the table, when a round could not run.
+    async fn measure_lag(&self) {
+        let oldest: Result<Option<i64>, _> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL AND position > $1",
+        )
+        .bind(self.acked_through)
+        .fetch_one(self.outbox.database().pool())
+        .await;
+        if let Ok(oldest) = oldest {
+            self.metrics.set_lag_since(oldest);
+        }
+    }
 }
