@@ -255,15 +255,15 @@ pub async fn run_jetstream(
             };
             match next {
                 Some(Ok(message)) => {
-                    let processed = process(
+                    let processing = process(
                         &store,
                         notifier.as_ref(),
                         &message.delivery,
                         settings,
                         &metrics,
                         &stop,
-                    )
-                    .await;
+                    );
+                    let processed = in_progress(&message, processing).await;
                     let settled = match processed {
                         Ok(Outcome::Stopped) => return,
                         Ok(outcome) => settle(&store, &message, outcome).await,
@@ -282,6 +282,28 @@ pub async fn run_jetstream(
             }
         }
         pause(&stop, settings.reconnect).await;
+    }
+}
+
+/// Awaits `processing` of `message`, telling JetStream every third of its
+/// ack wait that the message is in progress, so slow tries are not
+/// redelivered (to another replica) meanwhile.
+async fn in_progress<T>(
+    message: &crate::downstream::JetStreamDelivery,
+    processing: impl std::future::Future<Output = T>,
+) -> T {
+    let mut processing = std::pin::pin!(processing);
+    let mut keepalive = tokio::time::interval(crate::downstream::ACK_WAIT / 3);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            done = &mut processing => return done,
+            _ = keepalive.tick() => {
+                if let Err(error) = message.in_progress().await {
+                    tracing::warn!(event_id = %message.delivery.event_id, %error, "cannot extend the ack wait; JetStream may redeliver the event meanwhile");
+                }
+            }
+        }
     }
 }
 

@@ -141,7 +141,9 @@ fn feed_error(status: tonic::Status) -> FeedError {
     FeedError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
-pub use jetstream::{DLQ_SOURCE, DURABLE, JetStreamDelivery, JetStreamFeed, dead_letter_subject};
+pub use jetstream::{
+    ACK_WAIT, DLQ_SOURCE, DURABLE, JetStreamDelivery, JetStreamFeed, dead_letter_subject,
+};
 
 /// The producers' JetStream streams.
 mod jetstream {
@@ -159,6 +161,11 @@ mod jetstream {
 
     /// The name of the JetStream durable consumer this service reads with.
     pub const DURABLE: &str = "agora-notification";
+
+    /// How long JetStream waits for a message's acknowledgement before it
+    /// redelivers it; a message still being tried says it is in progress
+    /// every third of this.
+    pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
     /// What names the dead-letter stream: `<prefix>AGORA_NOTIFICATION_DLQ`
     /// through [`RelaySettings::stream_name`].
@@ -218,6 +225,15 @@ mod jetstream {
                 .ack()
                 .await
                 .map_err(|e| FeedError::Unavailable(format!("acknowledging: {e}")))
+        }
+
+        /// Tells JetStream the message is still being worked on (its tries
+        /// outlast [`ACK_WAIT`]), so it is not redelivered meanwhile.
+        pub async fn in_progress(&self) -> Result<(), FeedError> {
+            self.message
+                .ack_with(async_nats::jetstream::AckKind::Progress)
+                .await
+                .map_err(|e| FeedError::Unavailable(format!("extending the ack wait: {e}")))
         }
 
         /// Publishes the event, given up on after `attempts` tries with
@@ -304,7 +320,7 @@ mod jetstream {
                         durable_name: Some(DURABLE.to_owned()),
                         deliver_policy: DeliverPolicy::All,
                         ack_policy: AckPolicy::Explicit,
-                        ack_wait: Duration::from_secs(30),
+                        ack_wait: ACK_WAIT,
                         filter_subject: self.settings.stream_subjects(self.source),
                         ..Default::default()
                     },
