@@ -16,7 +16,10 @@
 //! reader that has seen position `p` never later finds a committed event
 //! below `p`. That is what makes the position a safe cursor. Each event also
 //! gets a per-aggregate `sequence` (1, 2, 3 … per subject) from
-//! `outbox_sequences`.
+//! `outbox_sequences`. An event is appended in one round trip to the
+//! database (three statements in one query on SQLite, one statement on
+//! PostgreSQL), so the sequence is assigned there and kept in its own
+//! column: the stored `event` bytes lack it, and every reader merges it in.
 //!
 //! **Followers** ([`Outbox::follow`], the feed) wake on this process's
 //! commits through a `tokio::sync::watch` channel (a wake-up is never lost:
@@ -43,7 +46,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::time::{now_micros, timestamp_from_micros};
-use crate::db::Database;
+use crate::db::{Backend, Database};
 use crate::metrics::GrpcMetrics;
 
 pub use feed::{EventFeed, FEED_POLICY, FeedServer};
@@ -54,6 +57,46 @@ pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
 
 /// How often expired events are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Appends one event in one round trip on SQLite (three statements sent
+/// as one query: `$1` subject, `$2` event id, `$3` type, `$4` the encoded
+/// event without its sequence, `$5` time). The head is taken first, so
+/// writers of events queue on that one row before touching any other.
+const APPEND_SQLITE: &str = "\
+    UPDATE outbox_head SET position = position + 1 WHERE id = 1; \
+    INSERT INTO outbox_sequences (subject, last_sequence) VALUES ($1, 1) \
+        ON CONFLICT (subject) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1; \
+    INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) \
+        SELECT head.position, $2, $3, $1, sequences.last_sequence, $4, $5 \
+        FROM outbox_head head, outbox_sequences sequences \
+        WHERE head.id = 1 AND sequences.subject = $1";
+
+/// The same as one PostgreSQL statement (a prepared statement holds only
+/// one): the sequence's upsert reads from the head's update, so the head
+/// row is locked first here too.
+const APPEND_POSTGRES: &str = "\
+    WITH head AS ( \
+        UPDATE outbox_head SET position = position + 1 WHERE id = 1 RETURNING position \
+    ), sequences AS ( \
+        INSERT INTO outbox_sequences (subject, last_sequence) SELECT $1, 1 FROM head \
+        ON CONFLICT (subject) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1 \
+        RETURNING last_sequence \
+    ) \
+    INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) \
+    SELECT head.position, $2, $3, $1, sequences.last_sequence, $4, $5 FROM head, sequences";
+
+/// The stored bytes of an event with its `sequence` column merged in: a
+/// protobuf message followed by another is their merge, so appending the
+/// encoded sequence sets it without decoding the event.
+pub(crate) fn with_sequence(mut stored: Vec<u8>, sequence: i64) -> Vec<u8> {
+    pb::Event {
+        sequence,
+        ..Default::default()
+    }
+    .encode(&mut stored)
+    .expect("a Vec grows as needed");
+    stored
+}
 
 /// Where the relay publishes.
 #[derive(Clone, Debug)]
@@ -238,46 +281,33 @@ impl Outbox {
         }
         let now = now_micros();
         let (traceparent, tracestate) = current_trace_context();
+        let sql = match self.db.backend() {
+            Backend::Sqlite => APPEND_SQLITE,
+            Backend::Postgres => APPEND_POSTGRES,
+        };
         for new in events {
-            let sequence: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox_sequences (subject, last_sequence) VALUES ($1, 1) \
-                 ON CONFLICT (subject) DO UPDATE \
-                 SET last_sequence = outbox_sequences.last_sequence + 1 \
-                 RETURNING last_sequence",
-            )
-            .bind(new.subject.clone())
-            .fetch_one(&mut **tx)
-            .await?;
-            let position: i64 = sqlx::query_scalar(
-                "UPDATE outbox_head SET position = position + 1 WHERE id = 1 RETURNING position",
-            )
-            .fetch_one(&mut **tx)
-            .await?;
             let kind = event_type(&new.payload);
+            // Stored without its sequence, which the database assigns in
+            // the same round trip; readers merge it back in.
             let event = pb::Event {
                 id: uuid::Uuid::now_v7().to_string(),
                 source: self.source.to_owned(),
                 r#type: kind.to_owned(),
                 subject: new.subject.clone(),
                 time: Some(timestamp_from_micros(now)),
-                sequence,
+                sequence: 0,
                 traceparent: traceparent.clone(),
                 tracestate: tracestate.clone(),
                 payload: Some(new.payload.clone()),
             };
-            sqlx::query(
-                "INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(position)
-            .bind(event.id.clone())
-            .bind(kind)
-            .bind(new.subject.clone())
-            .bind(sequence)
-            .bind(event.encode_to_vec())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            sqlx::query(sql)
+                .bind(new.subject.clone())
+                .bind(event.id.clone())
+                .bind(kind)
+                .bind(event.encode_to_vec())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(events.len())
     }
@@ -310,7 +340,7 @@ impl Outbox {
         if let Some(cursor) = after {
             let events = decode_events(
                 &sqlx::query(
-                    "SELECT position, event FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
+                    "SELECT position, sequence, event FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
                 )
                 .bind(cursor.0)
                 .bind(i64::from(limit))
@@ -342,7 +372,7 @@ impl Outbox {
             return Ok(Batch::Unknown);
         }
         let rows = sqlx::query(
-            "SELECT position, event FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
+            "SELECT position, sequence, event FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
@@ -413,14 +443,16 @@ impl Outbox {
     }
 }
 
-/// Rows of `position, event` as stored events.
+/// Rows of `position, sequence, event` as stored events.
 fn decode_events(rows: &[sqlx::any::AnyRow]) -> Result<Vec<StoredEvent>, sqlx::Error> {
     rows.iter()
         .map(|row| {
             let position: i64 = row.try_get("position")?;
+            let sequence: i64 = row.try_get("sequence")?;
             let bytes: Vec<u8> = row.try_get("event")?;
-            let event = pb::Event::decode(bytes.as_slice())
+            let mut event = pb::Event::decode(bytes.as_slice())
                 .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+            event.sequence = sequence;
             Ok(StoredEvent { position, event })
         })
         .collect()

@@ -257,7 +257,7 @@ impl Relay {
             claim = Some(tx);
         }
         let query = sqlx::query(
-            "SELECT position, event_id, event_type, event, created_at FROM outbox \
+            "SELECT position, event_id, event_type, sequence, event, created_at FROM outbox \
              WHERE published_at IS NULL AND position > $1 ORDER BY position LIMIT $2",
         )
         .bind(self.acked_through)
@@ -273,7 +273,7 @@ impl Relay {
                     position: row.try_get("position")?,
                     event_id: row.try_get("event_id")?,
                     event_type: row.try_get("event_type")?,
-                    event: row.try_get("event")?,
+                    event: super::with_sequence(row.try_get("event")?, row.try_get("sequence")?),
                     created_at: row.try_get("created_at")?,
                 })
             })

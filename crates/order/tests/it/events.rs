@@ -2,11 +2,12 @@
 //! on every service): each saga state change yields exactly its events, in
 //! order per aggregate; a change that rolls back yields none; a consumer
 //! that reconnects with its last cursor misses nothing and sees nothing
-//! twice; a cursor older than retention is refused with the oldest one.
+//! twice; a cursor older than retention is refused with the oldest one;
+//! concurrent writers get gap-free positions and per-aggregate sequences.
 
 use std::time::Duration;
 
-use agora_interceptors::outbox::Outbox;
+use agora_interceptors::outbox::{Batch, NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
 use agora_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agora_proto::order::v1 as pb;
@@ -316,5 +317,77 @@ backend_test! {
         let got = take(&mut admin, 1).await;
         assert_eq!(got[0].event.as_ref().unwrap().subject, user_id);
         suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn concurrent_writers_get_gap_free_positions_and_sequences(db: &TestDatabase) {
+        let outbox = outbox_on(db).await;
+        // 8 writers × 20 transactions over 3 aggregates, every 4th rolled
+        // back after appending: the committed events must number 1..N in
+        // position order and 1..k per aggregate, the rolled back ones absent.
+        let writers: Vec<_> = (0..8)
+            .map(|writer| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    let mut committed = Vec::new();
+                    for round in 0..20 {
+                        let subject = format!("order-{}", (writer + round) % 3);
+                        let event_id = format!("w{writer}-r{round}");
+                        let mut tx = outbox.database().begin_write().await.unwrap();
+                        let event = NewEvent::new(
+                            subject,
+                            ev::event::Payload::OrderPlaced(ev::OrderPlaced {
+                                order_id: event_id.clone(),
+                                ..Default::default()
+                            }),
+                        );
+                        let appended = outbox.append(&mut tx, &[event]).await.unwrap();
+                        if round % 4 == 3 {
+                            tx.rollback().await.unwrap();
+                        } else {
+                            tx.commit().await.unwrap();
+                            outbox.committed(appended);
+                            committed.push(event_id);
+                        }
+                    }
+                    committed
+                })
+            })
+            .collect();
+        let mut committed = Vec::new();
+        for writer in writers {
+            committed.extend(writer.await.unwrap());
+        }
+        let Batch::Events(events) = outbox.read_after(None, 1000).await.unwrap() else {
+            panic!("the outbox is readable from its start");
+        };
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, (1..=committed.len() as i64).collect::<Vec<_>>(), "gap-free, committed only");
+        let mut found: Vec<String> = events
+            .iter()
+            .map(|e| match &e.event.payload {
+                Some(ev::event::Payload::OrderPlaced(placed)) => placed.order_id.clone(),
+                other => panic!("unexpected payload {other:?}"),
+            })
+            .collect();
+        found.sort();
+        committed.sort();
+        assert_eq!(found, committed, "exactly the committed events");
+        for subject in ["order-0", "order-1", "order-2"] {
+            let sequences: Vec<i64> = events.iter().filter(|e| e.event.subject == subject).map(|e| e.event.sequence).collect();
+            assert_eq!(sequences, (1..=sequences.len() as i64).collect::<Vec<_>>(), "{subject}: 1, 2, 3 … in position order");
+        }
+        // Resuming after any event gives exactly the ones after it.
+        let middle = events[events.len() / 2].position;
+        let Batch::Events(rest) = outbox
+            .read_after(Some(agora_interceptors::outbox::Cursor(middle)), 1000)
+            .await
+            .unwrap()
+        else {
+            panic!("a cursor of this outbox");
+        };
+        assert_eq!(rest.first().map(|e| e.position), Some(middle + 1));
+        assert_eq!(rest.len(), events.len() - events.len() / 2 - 1);
     }
 }

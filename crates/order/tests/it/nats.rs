@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agora_interceptors::db::Database;
 use agora_interceptors::outbox::relay::{RelayFault, RelaySettings, async_nats};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
@@ -19,13 +18,6 @@ use agora_testkit::{backend_test, eventually};
 use crate::support::*;
 
 const NATS: &str = agora_testkit::nats::NATS_ADDR;
-
-async fn outbox_on(db: &TestDatabase) -> Outbox {
-    let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS)
-        .await
-        .unwrap();
-    Outbox::new(database, "order")
-}
 
 /// Appends `n` OrderPlaced events for one order, committed.
 async fn append(outbox: &Outbox, order: &str, n: usize) {

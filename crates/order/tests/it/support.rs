@@ -112,3 +112,15 @@ pub fn is_settled(order: &pb::Order) -> bool {
 pub fn steps(order: &pb::Order) -> Vec<(pb::SagaStepKind, pb::SagaStepStatus)> {
     order.steps.iter().map(|s| (s.step(), s.status())).collect()
 }
+
+/// The order service's outbox on `db`, migrated, outside any server.
+pub async fn outbox_on(db: &TestDatabase) -> agora_interceptors::outbox::Outbox {
+    let database = agora_interceptors::db::Database::open(
+        db.url(),
+        &Default::default(),
+        &agora_order::MIGRATIONS,
+    )
+    .await
+    .unwrap();
+    agora_interceptors::outbox::Outbox::new(database, "order")
+}
