@@ -71,6 +71,13 @@ pub struct NotificationConfig {
     #[arg(long, env = "AGORA_FEED_RECONNECT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub feed_reconnect: Duration,
 
+    /// How long a replica's hold on a gRPC feed lasts without renewal (it
+    /// renews every third of it): several replicas on one database consume
+    /// each feed one at a time, and when the holder dies another takes over
+    /// within this. Not used with NATS (the durable consumer is shared).
+    #[arg(long, env = "AGORA_FEED_LEASE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub feed_lease_ttl: Duration,
+
     /// TLS towards the feeds (for `https://` addresses).
     #[command(flatten)]
     pub downstream_tls: ClientTlsArgs,
@@ -96,6 +103,7 @@ impl NotificationConfig {
             max_attempts: self.notify_max_attempts.max(1),
             retry_base: self.notify_retry_base,
             reconnect: self.feed_reconnect,
+            lease_ttl: self.feed_lease_ttl,
         }
     }
 }

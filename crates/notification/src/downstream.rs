@@ -141,7 +141,9 @@ fn feed_error(status: tonic::Status) -> FeedError {
     FeedError::Unavailable(format!("{:?}: {}", status.code(), status.message()))
 }
 
-pub use jetstream::{DURABLE, JetStreamDelivery, JetStreamFeed};
+pub use jetstream::{
+    ACK_WAIT, DLQ_SOURCE, DURABLE, JetStreamDelivery, JetStreamFeed, dead_letter_subject,
+};
 
 /// The producers' JetStream streams.
 mod jetstream {
@@ -151,6 +153,8 @@ mod jetstream {
     use futures::{Stream, StreamExt};
     use prost::Message;
 
+    use agora_interceptors::outbox::relay::RelaySettings;
+
     use super::FeedError;
     use crate::domain::Delivery;
     use crate::events;
@@ -158,12 +162,52 @@ mod jetstream {
     /// The name of the JetStream durable consumer this service reads with.
     pub const DURABLE: &str = "agora-notification";
 
+    /// How long JetStream waits for a message's acknowledgement before it
+    /// redelivers it; a message still being tried says it is in progress
+    /// every third of this.
+    pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+    /// What names the dead-letter stream: `<prefix>AGORA_NOTIFICATION_DLQ`
+    /// through [`RelaySettings::stream_name`].
+    pub const DLQ_SOURCE: &str = "agora/notification-dlq";
+
+    /// The subject a dead letter of `event_type` is published on:
+    /// `<prefix>agora.notification.dead_letter.<event_type>`.
+    pub fn dead_letter_subject(settings: &RelaySettings, event_type: &str) -> String {
+        settings.subject(&format!("agora.notification.dead_letter.{event_type}"))
+    }
+
+    /// Creates the dead-letter stream if missing: the subjects of
+    /// [`dead_letter_subject`], file storage, one replica, the relay's
+    /// duplicate window (a dead letter published again is dropped by its
+    /// `Nats-Msg-Id`, the event id) and retention.
+    async fn dead_letter_stream(
+        js: &async_nats::jetstream::Context,
+        settings: &RelaySettings,
+    ) -> Result<(), FeedError> {
+        use agora_interceptors::outbox::relay::{DUPLICATE_WINDOW, STREAM_MAX_AGE};
+        use async_nats::jetstream::stream;
+        js.get_or_create_stream(stream::Config {
+            name: settings.stream_name(DLQ_SOURCE),
+            subjects: vec![dead_letter_subject(settings, ">")],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: STREAM_MAX_AGE,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| FeedError::Unavailable(format!("creating the dead-letter stream: {e}")))?;
+        Ok(())
+    }
+
     /// One message of a JetStream durable consumer, to acknowledge once it is
     /// recorded.
     pub struct JetStreamDelivery {
         /// The event.
         pub delivery: Delivery,
         message: async_nats::jetstream::Message,
+        dead_letter_subject: String,
     }
 
     impl std::fmt::Debug for JetStreamDelivery {
@@ -182,6 +226,53 @@ mod jetstream {
                 .await
                 .map_err(|e| FeedError::Unavailable(format!("acknowledging: {e}")))
         }
+
+        /// Tells JetStream the message is still being worked on (its tries
+        /// outlast [`ACK_WAIT`]), so it is not redelivered meanwhile.
+        pub async fn in_progress(&self) -> Result<(), FeedError> {
+            self.message
+                .ack_with(async_nats::jetstream::AckKind::Progress)
+                .await
+                .map_err(|e| FeedError::Unavailable(format!("extending the ack wait: {e}")))
+        }
+
+        /// Publishes the event, given up on after `attempts` tries with
+        /// `error`, to the dead-letter stream (payload: the event as
+        /// received; headers `Nats-Msg-Id` = the event id,
+        /// `Agora-Event-Source`, `Agora-Event-Type`, `Agora-Attempts`,
+        /// `Agora-Error`), waits for its PubAck, then terminates the message
+        /// so JetStream stops redelivering it.
+        pub async fn dead_letter(&self, attempts: i64, error: &str) -> Result<(), FeedError> {
+            use async_nats::jetstream::AckKind;
+            use async_nats::jetstream::context::Publish;
+            let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+                FeedError::Unavailable(format!("{what}: {e}"))
+            };
+            // A header value is one line.
+            let error: String = error
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(500)
+                .collect();
+            let publish = Publish::build()
+                .message_id(&self.delivery.event_id)
+                .header("Agora-Event-Source", self.delivery.source.as_str())
+                .header("Agora-Event-Type", self.delivery.event_type.as_str())
+                .header("Agora-Attempts", attempts.to_string().as_str())
+                .header("Agora-Error", error.as_str())
+                .payload(self.delivery.encoded.clone().into());
+            self.message
+                .context
+                .send_publish(self.dead_letter_subject.clone(), publish)
+                .await
+                .map_err(|e| unavailable("publishing the dead letter", &e))?
+                .await
+                .map_err(|e| unavailable("the dead letter's PubAck", &e))?;
+            self.message
+                .ack_with(AckKind::Term)
+                .await
+                .map_err(|e| unavailable("terminating the dead letter", &e))
+        }
     }
 
     /// A producer's JetStream stream (`AGORA_<CONTEXT>`, created by its relay),
@@ -191,15 +282,12 @@ mod jetstream {
     pub struct JetStreamFeed {
         /// The producer's CloudEvents source, e.g. `agora/order`.
         pub source: &'static str,
-        settings: agora_interceptors::outbox::relay::RelaySettings,
+        settings: RelaySettings,
     }
 
     impl JetStreamFeed {
         /// The feed of `source` on the NATS server of `settings`.
-        pub fn new(
-            source: &'static str,
-            settings: agora_interceptors::outbox::relay::RelaySettings,
-        ) -> Self {
+        pub fn new(source: &'static str, settings: RelaySettings) -> Self {
             Self { source, settings }
         }
 
@@ -220,6 +308,7 @@ mod jetstream {
                 .await
                 .map_err(|e| unavailable("connecting to NATS", &e))?;
             let js = async_nats::jetstream::new(client);
+            dead_letter_stream(&js, &self.settings).await?;
             let stream = js
                 .get_stream(self.settings.stream_name(self.source))
                 .await
@@ -231,7 +320,7 @@ mod jetstream {
                         durable_name: Some(DURABLE.to_owned()),
                         deliver_policy: DeliverPolicy::All,
                         ack_policy: AckPolicy::Explicit,
-                        ack_wait: Duration::from_secs(30),
+                        ack_wait: ACK_WAIT,
                         filter_subject: self.settings.stream_subjects(self.source),
                         ..Default::default()
                     },
@@ -243,6 +332,7 @@ mod jetstream {
                 .await
                 .map_err(|e| unavailable("reading the durable consumer", &e))?;
             let source = self.source;
+            let settings = self.settings.clone();
             Ok(messages.map(move |message| {
                 let message =
                     message.map_err(|e| FeedError::Unavailable(format!("JetStream: {e}")))?;
@@ -253,7 +343,7 @@ mod jetstream {
                         event_id: message
                             .headers
                             .as_ref()
-                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                             .map(|id| id.to_string())
                             .unwrap_or_else(|| format!("{}:{}", message.subject, message.length)),
                         source: source.to_owned(),
@@ -263,7 +353,12 @@ mod jetstream {
                         notification: Err(format!("undecodable event: {error}")),
                     },
                 };
-                Ok(JetStreamDelivery { delivery, message })
+                let dead_letter_subject = dead_letter_subject(&settings, &delivery.event_type);
+                Ok(JetStreamDelivery {
+                    delivery,
+                    message,
+                    dead_letter_subject,
+                })
             }))
         }
     }

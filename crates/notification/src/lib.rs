@@ -8,7 +8,10 @@
 //! notification keeps failing becomes a dead letter, visible and replayable
 //! over gRPC. Built with the `nats` feature and given `AGORA_NATS_URL`, it
 //! reads the producers' JetStream streams through a durable consumer
-//! instead (acknowledging each event once recorded).
+//! instead (acknowledging each event once recorded, and publishing a dead
+//! letter to the `AGORA_NOTIFICATION_DLQ` stream too). Replicas on one
+//! database take turns on each gRPC feed through a lease (see
+//! [`consumer`]); on NATS they share the durable consumer.
 //!
 //! - [`domain`]: notifications, deliveries, dead letters.
 //! - [`notifier`]: the [`notifier::Notifier`] trait and the shipped

@@ -1,5 +1,5 @@
-//! The notification tables: feed cursors, the inbox, notifications and dead
-//! letters. Each processed event is one transaction: its inbox row, its
+//! The notification tables: feed leases and cursors, the inbox,
+//! notifications and dead letters. Each processed event is one transaction: its inbox row, its
 //! notification (or dead letter) and the feed's cursor move together, so a
 //! crash leaves either all of them or none, and a restart resumes exactly
 //! after the last event recorded.
@@ -38,6 +38,45 @@ impl NotificationStore {
                 .fetch_optional(self.db.pool())
                 .await?;
         Ok(cursor.unwrap_or_default())
+    }
+
+    /// Takes or renews the lease on consuming `source` for `holder` until
+    /// `ttl` from now: true when `holder` has it (the row was free, expired
+    /// or its own), false while another replica's lease runs. One
+    /// statement, so two replicas racing for it cannot both win.
+    pub async fn claim_feed(
+        &self,
+        source: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, NotificationError> {
+        let now = now_micros();
+        let expires = now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX));
+        let claimed = sqlx::query(
+            "INSERT INTO feed_leases (source, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at \
+             WHERE feed_leases.holder = excluded.holder OR feed_leases.expires_at < $4",
+        )
+        .bind(source.to_owned())
+        .bind(holder.to_owned())
+        .bind(expires)
+        .bind(now)
+        .execute(self.db.writer())
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Gives up `holder`'s lease on `source`, so another replica takes over
+    /// at once.
+    pub async fn release_feed(&self, source: &str, holder: &str) -> Result<(), NotificationError> {
+        sqlx::query("DELETE FROM feed_leases WHERE source = $1 AND holder = $2")
+            .bind(source.to_owned())
+            .bind(holder.to_owned())
+            .execute(self.db.writer())
+            .await?;
+        Ok(())
     }
 
     /// Whether the event was processed already.

@@ -187,6 +187,8 @@ pub async fn start_notification(
     config.payment_url = format!("http://{payment}");
     config.notify_retry_base = std::time::Duration::from_millis(10);
     config.feed_reconnect = std::time::Duration::from_millis(100);
+    // A crashed replica's hold on a feed expires fast.
+    config.feed_lease_ttl = std::time::Duration::from_secs(1);
     config.serve.rate_limit_per_second = 0;
     config.serve.revocation_poll = std::time::Duration::ZERO;
     adjust(&mut config);

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_interceptors::ServeArgs;
+use agora_interceptors::outbox::RelaySettings;
 use agora_order::{FaultHook, OrderConfig, ServeOptions};
 use agora_payment::{PaymentProvider, TestGateway};
 use agora_proto::inventory::v1 as inv;
@@ -49,6 +51,9 @@ pub struct SuiteOptions {
     /// payments on its own) at this interval; off by default, so each test
     /// shows the saga's part.
     pub payment_reconcile: Option<Duration>,
+    /// Every service relays its events to this NATS server (subject
+    /// prefix included), as with `AGORA_NATS_URL`; none by default.
+    pub nats: Option<RelaySettings>,
 }
 
 /// A provider that fails nothing, in front of a fresh test gateway.
@@ -116,10 +121,18 @@ impl TestSuite {
         let user_db = TestDatabase::like(db).await;
         let inventory_db = TestDatabase::like(db).await;
         let payment_db = TestDatabase::like(db).await;
-        let user = services::start_user(&user_db, &keys, |_| {}).await;
+        let nats = options.nats;
+        let relay = |serve: &mut ServeArgs| {
+            if let Some(nats) = &nats {
+                serve.nats_url = Some(nats.url.clone());
+                serve.nats_subject_prefix = nats.prefix.clone();
+            }
+        };
+        let user = services::start_user(&user_db, &keys, |config| relay(&mut config.serve)).await;
         let inventory = services::start_inventory(&inventory_db, &keys, |config| {
             config.serve.rate_limit_per_second = 0;
             follow_revocations(&mut config.serve, user.addr());
+            relay(&mut config.serve);
         })
         .await;
         let provider = options.provider.unwrap_or_else(reliable_provider);
@@ -128,6 +141,7 @@ impl TestSuite {
             config.serve.rate_limit_per_second = 0;
             config.reconcile_interval = options.payment_reconcile.unwrap_or(Duration::ZERO);
             follow_revocations(&mut config.serve, user.addr());
+            relay(&mut config.serve);
         })
         .await;
         let inventory_front = match options.inventory_front {
@@ -143,6 +157,7 @@ impl TestSuite {
         );
         order_config.payment_url = format!("http://{}", payment.addr());
         follow_revocations(&mut order_config.serve, user.addr());
+        relay(&mut order_config.serve);
         if let Some(adjust) = options.order {
             adjust(&mut order_config);
         }

@@ -2,6 +2,7 @@
 //! failed and cancelled order and per refund; exactly one per event through
 //! a crash; dead letters after bounded tries, visible and replayable.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -123,12 +124,7 @@ backend_test! {
 
         let admin = suite.keys.admin_token();
         let mut client = NotificationServiceClient::new(server.channel());
-        let dead = client
-            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
-            .await
-            .unwrap()
-            .into_inner()
-            .dead_letters;
+        let dead = dead_letters(&server, &admin).await;
         assert_eq!(dead.len(), 1, "{dead:#?}");
         assert_eq!(dead[0].attempts, 3);
         assert_eq!(dead[0].event_type, "agora.order.OrderConfirmed");
@@ -153,15 +149,102 @@ backend_test! {
         assert_eq!(status.code(), Code::NotFound);
         let adas = notifications(&server, &ada_token, "").await;
         assert_eq!(adas.len(), 1);
-        assert!(client
-            .list_dead_letters(with_token(pb::ListDeadLettersRequest::default(), &admin))
-            .await
-            .unwrap()
-            .into_inner()
-            .dead_letters
-            .is_empty());
+        assert!(dead_letters(&server, &admin).await.is_empty());
         server.stop().await;
         notes_db.cleanup().await;
         suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn two_replicas_on_one_database_notify_once_and_one_goes_on_when_the_other_dies(db: &TestDatabase) {
+        let suite = TestSuite::start(db, SuiteOptions::default()).await;
+        suite.product("MUG", 100, 100).await;
+        let (_, token) = customer(&suite, "ada@example.com").await;
+        let notes_db = TestDatabase::like(db).await;
+        // Each replica's hold on a feed lasts a second unrenewed (testkit).
+        let replica = |notifier: TestNotifier| {
+            agora_testkit::services::start_notification(
+                &notes_db,
+                &suite.keys,
+                suite.order.as_ref().unwrap().addr(),
+                suite.payment.addr(),
+                Arc::new(notifier),
+                |_| {},
+            )
+        };
+        let (first, second) = (TestNotifier::default(), TestNotifier::default());
+        let first_server = replica(first.clone()).await;
+        let second_server = replica(second.clone()).await;
+
+        let mut orders = Vec::new();
+        for _ in 0..4 {
+            orders.push(place(&suite, &token, "MUG", "tok_visa").await.order_id);
+        }
+        wait_for_notifications(&second_server, &token, 4).await;
+        // One replica consumed the order feed: each was sent once.
+        let (a, b) = (first.recorded.sent().len(), second.recorded.sent().len());
+        assert_eq!(a + b, 4, "sent by both replicas: {a} + {b}");
+        assert!(a == 0 || b == 0, "both replicas consumed the feed: {a} + {b}");
+
+        // The one consuming dies; the other takes over.
+        let (survivor, survivor_server) = if a > 0 {
+            first_server.crash().await;
+            (second, second_server)
+        } else {
+            second_server.crash().await;
+            (first, first_server)
+        };
+        let before = survivor.recorded.sent().len();
+        for _ in 0..4 {
+            orders.push(place(&suite, &token, "MUG", "tok_visa").await.order_id);
+        }
+        let got = wait_for_notifications(&survivor_server, &token, 8).await;
+        let mut notified: Vec<_> = got.iter().map(|n| n.order_id.clone()).collect();
+        notified.sort();
+        orders.sort();
+        assert_eq!(notified, orders, "exactly one notification per order");
+        assert_eq!(survivor.recorded.sent().len(), before + 4, "the survivor sent the rest");
+        survivor_server.stop().await;
+        notes_db.cleanup().await;
+        suite.stop().await;
+    }
+}
+
+backend_test! {
+    async fn replicas_recording_the_same_event_at_once_store_one_notification(db: &TestDatabase) {
+        use agora_notification::domain::{Delivery, Kind, Notification};
+        use agora_notification::store::NotificationStore;
+
+        // Two replicas' stores on one database, racing on the same events.
+        let pools = agora_interceptors::db::PoolSettings::default();
+        let open = || agora_interceptors::db::Database::open(db.url(), &pools, &agora_notification::MIGRATIONS);
+        let stores = [NotificationStore::new(open().await.unwrap()), NotificationStore::new(open().await.unwrap())];
+        for _ in 0..10 {
+            let event_id = uuid::Uuid::now_v7().to_string();
+            let notification = Notification {
+                event_id: event_id.clone(),
+                user_id: "ada".into(),
+                kind: Kind::OrderConfirmed,
+                order_id: event_id.clone(),
+                message: "confirmed".into(),
+            };
+            let delivery = Delivery {
+                event_id: event_id.clone(),
+                source: "agora/order".into(),
+                event_type: "agora.order.OrderConfirmed".into(),
+                cursor: String::new(),
+                encoded: Vec::new(),
+                notification: Ok(Some(notification.clone())),
+            };
+            let (a, b) = tokio::join!(
+                stores[0].record_sent(&delivery, &notification),
+                stores[1].record_sent(&delivery, &notification),
+            );
+            let fresh = [a.unwrap(), b.unwrap()];
+            assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "exactly one replica recorded it: {fresh:?}");
+        }
+        let stored = stores[0].notifications(None, None, 100).await.unwrap();
+        assert_eq!(stored.len(), 10, "one notification per event");
     }
 }

@@ -1,6 +1,8 @@
 //! With NATS: the notification service reads the
 //! order stream through its JetStream durable consumer, one notification
-//! per event, also across a crash. Needs a nats-server with JetStream at
+//! per event, also across a crash; an event whose notification keeps
+//! failing is a dead letter in the table and, once, on the dead-letter
+//! stream, and is replayed once. Needs a nats-server with JetStream at
 //! 127.0.0.1:4222; without one it prints a note and passes, unless
 //! `AGORA_REQUIRE_NATS` is set.
 
@@ -10,9 +12,15 @@ use std::time::Duration;
 use agora_interceptors::db::Database;
 use agora_interceptors::outbox::relay::{self, RelaySettings};
 use agora_interceptors::outbox::{NewEvent, Outbox};
-use agora_notification::RecordingNotifier;
+use std::sync::atomic::Ordering;
+
+use agora_notification::downstream::{DLQ_SOURCE, DURABLE};
+use agora_notification::{Notifier, RecordingNotifier};
 use agora_proto::events::v1 as ev;
-use agora_testkit::{Keys, backend_test, eventually, services};
+use agora_proto::notification::v1 as pb;
+use agora_proto::notification::v1::notification_service_client::NotificationServiceClient;
+use agora_testkit::nats::{fresh_settings, spawn_relay};
+use agora_testkit::{Keys, backend_test, eventually, services, with_token};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -25,42 +33,13 @@ backend_test! {
             return;
         }
         // An order outbox with five confirmed orders, published by a relay.
-        let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS).await.unwrap();
-        let outbox = Outbox::new(database, "order");
-        let settings = RelaySettings { url: format!("nats://{NATS}"), prefix: format!("t{}.", uuid::Uuid::now_v7().simple()) };
+        let settings = fresh_settings(&format!("nats://{NATS}"));
         let user = uuid::Uuid::now_v7().to_string();
-        let mut tx = outbox.database().pool().begin().await.unwrap();
-        let events: Vec<_> = (0..5)
-            .map(|_| {
-                let order = uuid::Uuid::now_v7().to_string();
-                NewEvent::new(
-                    order.clone(),
-                    ev::event::Payload::OrderConfirmed(ev::OrderConfirmed { order_id: order, user_id: user.clone(), ..Default::default() }),
-                )
-            })
-            .collect();
-        let appended = outbox.append(&mut tx, &events).await.unwrap();
-        tx.commit().await.unwrap();
-        outbox.committed(appended);
-        let stop_relay = CancellationToken::new();
-        let relay = tokio::spawn(relay::run(outbox.clone(), settings.clone(), relay::RelayMetrics::default(), None, stop_relay.clone()));
+        let (stop_relay, relay) = confirmed_orders(db, &settings, &[user.as_str(); 5]).await;
 
         let keys = Keys::new();
         let notes_db = TestDatabase::like(db).await;
-        let start = |notifier: RecordingNotifier| {
-            let settings = settings.clone();
-            services::start_notification(
-                &notes_db,
-                &keys,
-                "127.0.0.1:9".parse().unwrap(),
-                "127.0.0.1:9".parse().unwrap(),
-                Arc::new(notifier),
-                move |config| {
-                    config.serve.nats_url = Some(settings.url.clone());
-                    config.serve.nats_subject_prefix = settings.prefix.clone();
-                },
-            )
-        };
+        let start = |notifier: RecordingNotifier| start_on_nats(&notes_db, &keys, &settings, Arc::new(notifier), 5);
         let first = RecordingNotifier::new();
         let server = start(first.clone()).await;
         eventually("some notifications", Duration::from_secs(30), || {
@@ -82,6 +61,147 @@ backend_test! {
         relay.await.unwrap();
         let js = relay::async_nats::jetstream::new(relay::async_nats::connect(settings.url.as_str()).await.unwrap());
         js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
+        notes_db.cleanup().await;
+    }
+}
+
+/// The notification service on `db`, reading the streams of `settings`'
+/// NATS server, trying each notification `max_attempts` times.
+fn start_on_nats<'a>(
+    db: &'a TestDatabase,
+    keys: &'a Keys,
+    settings: &RelaySettings,
+    notifier: Arc<dyn Notifier>,
+    max_attempts: u32,
+) -> impl std::future::Future<Output = TestServer> + 'a {
+    let settings = settings.clone();
+    services::start_notification(
+        db,
+        keys,
+        "127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:9".parse().unwrap(),
+        notifier,
+        move |config| {
+            config.notify_max_attempts = max_attempts;
+            config.serve.nats_url = Some(settings.url);
+            config.serve.nats_subject_prefix = settings.prefix;
+        },
+    )
+}
+
+/// Appends one OrderConfirmed per customer in `users` to a fresh order
+/// outbox on `db` and starts a relay publishing it with `settings`.
+async fn confirmed_orders(
+    db: &TestDatabase,
+    settings: &RelaySettings,
+    users: &[&str],
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let database = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS)
+        .await
+        .unwrap();
+    let outbox = Outbox::new(database, "order");
+    let mut tx = outbox.database().pool().begin().await.unwrap();
+    let events: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let order = uuid::Uuid::now_v7().to_string();
+            NewEvent::new(
+                order.clone(),
+                ev::event::Payload::OrderConfirmed(ev::OrderConfirmed {
+                    order_id: order,
+                    user_id: (*user).to_owned(),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect();
+    let appended = outbox.append(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+    outbox.committed(appended);
+    spawn_relay(&outbox, settings, None)
+}
+
+backend_test! {
+    async fn a_dead_letter_is_on_the_dead_letter_stream_once_and_replays_once(db: &TestDatabase) {
+        if !agora_testkit::nats::nats_available(NATS).await {
+            return;
+        }
+        let settings = fresh_settings(&format!("nats://{NATS}"));
+        let (ada, bob) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
+        let (stop_relay, relay) = confirmed_orders(db, &settings, &[&ada, &bob]).await;
+        let notifier = TestNotifier::default();
+        *notifier.failing_user.lock().unwrap() = ada.clone();
+        notifier.failing.store(true, Ordering::SeqCst);
+
+        let keys = Keys::new();
+        let notes_db = TestDatabase::like(db).await;
+        let start = |notifier: TestNotifier| start_on_nats(&notes_db, &keys, &settings, Arc::new(notifier), 3);
+        let server = start(notifier.clone()).await;
+        let admin = keys.admin_token();
+        // Bob's is sent; Ada's is dead after three tries, and the stream moves on.
+        let sent = wait_for_notifications(&server, &admin, 1).await;
+        assert_eq!(sent[0].user_id, bob);
+        let dead = eventually("the dead letter", Duration::from_secs(30), || async {
+            let dead = dead_letters(&server, &admin).await;
+            (!dead.is_empty()).then_some(dead)
+        })
+        .await;
+        assert_eq!(dead.len(), 1, "{dead:#?}");
+        assert_eq!(dead[0].attempts, 3);
+
+        // On the dead-letter stream: the event, with its failure; and the
+        // message terminated: the durable consumer has nothing pending.
+        let js = relay::async_nats::jetstream::new(relay::async_nats::connect(settings.url.as_str()).await.unwrap());
+        let order_stream = js.get_stream(settings.stream_name("agora/order")).await.unwrap();
+        let settled = || async {
+            let info = order_stream.consumer_info(DURABLE).await.unwrap();
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        };
+        eventually("the durable consumer settled", Duration::from_secs(30), settled).await;
+        let dlq = js.get_stream(settings.stream_name(DLQ_SOURCE)).await.unwrap();
+        let dead_letter_once = || {
+            let mut dlq = dlq.clone();
+            let (event_id, settings) = (dead[0].event_id.clone(), settings.clone());
+            async move {
+                assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter on the stream");
+                let message = dlq.get_last_raw_message_by_subject(&format!("{}agora.notification.dead_letter.agora.order.OrderConfirmed", settings.prefix)).await.unwrap();
+                let event = <ev::Event as prost::Message>::decode(message.payload).unwrap();
+                assert_eq!(event.id, event_id);
+                let headers = message.headers;
+                assert_eq!(headers.get(relay::async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str()), Some(event_id.as_str()));
+                assert_eq!(headers.get("Agora-Attempts").map(|v| v.as_str()), Some("3"));
+                assert_eq!(headers.get("Agora-Event-Source").map(|v| v.as_str()), Some("agora/order"));
+                assert!(headers.get("Agora-Error").is_some_and(|v| v.as_str().contains("refused")), "{headers:?}");
+            }
+        };
+        dead_letter_once().await;
+
+        // A restart redelivers nothing and publishes no second dead letter.
+        server.crash().await;
+        let server = start(notifier.clone()).await;
+        let sent = wait_for_notifications(&server, &admin, 1).await;
+        assert_eq!(sent[0].user_id, bob);
+        eventually("the durable consumer settled", Duration::from_secs(30), settled).await;
+        dead_letter_once().await;
+
+        // The notifier recovers: the replay sends it, once.
+        notifier.failing.store(false, Ordering::SeqCst);
+        let mut client = NotificationServiceClient::new(server.channel());
+        let replayed = client
+            .replay_dead_letter(with_token(pb::ReplayDeadLetterRequest { event_id: dead[0].event_id.clone() }, &admin))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replayed.notification.unwrap().user_id, ada);
+        let all = wait_for_notifications(&server, &admin, 2).await;
+        assert_eq!(all.iter().filter(|n| n.user_id == ada).count(), 1);
+        assert_eq!(notifier.recorded.sent().iter().filter(|n| n.user_id == ada).count(), 1);
+
+        server.stop().await;
+        stop_relay.cancel();
+        relay.await.unwrap();
+        js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
+        js.delete_stream(settings.stream_name(DLQ_SOURCE)).await.unwrap();
         notes_db.cleanup().await;
     }
 }

@@ -4,5 +4,6 @@
 
 mod consume;
 mod jetstream;
+mod outage;
 mod revocation;
 mod support;

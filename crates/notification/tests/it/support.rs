@@ -173,3 +173,16 @@ pub async fn wait_for_notifications(
     )
     .await
 }
+
+/// The dead letters (first page), as an admin with `admin_token` sees them.
+pub async fn dead_letters(server: &TestServer, admin_token: &str) -> Vec<pb::DeadLetter> {
+    NotificationServiceClient::new(server.channel())
+        .list_dead_letters(with_token(
+            pb::ListDeadLettersRequest::default(),
+            admin_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters
+}

@@ -9,24 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agora_interceptors::outbox::relay::{self, RelayFault, RelaySettings, async_nats};
+use agora_interceptors::outbox::relay::{RelayFault, RelaySettings, async_nats};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use agora_proto::events::v1 as ev;
+use agora_testkit::nats::{Broker, assert_once_in_order, free_port, fresh_settings, spawn_relay};
 use agora_testkit::{backend_test, eventually};
-use prost::Message;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
 const NATS: &str = agora_testkit::nats::NATS_ADDR;
-
-/// Settings with a fresh subject prefix, so runs never share a stream.
-fn settings(url: &str) -> RelaySettings {
-    RelaySettings {
-        url: format!("nats://{url}"),
-        prefix: format!("t{}.", uuid::Uuid::now_v7().simple()),
-    }
-}
 
 /// Appends `n` OrderPlaced events for one order, committed.
 async fn append(outbox: &Outbox, order: &str, n: usize) {
@@ -54,40 +45,14 @@ async fn unpublished(outbox: &Outbox) -> i64 {
         .unwrap()
 }
 
-/// Every message of the context's stream, decoded, in stream order.
+/// Every event of the order stream, in stream order; the stream is then
+/// deleted.
 async fn stream_events(settings: &RelaySettings, url: &str) -> Vec<ev::Event> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(settings.stream_name("agora/order"))
-        .await
-        .unwrap();
-    let count = stream.info().await.unwrap().state.messages;
-    let mut events = Vec::new();
-    for sequence in 1..=count {
-        let message = stream.get_raw_message(sequence).await.unwrap();
-        events.push(ev::Event::decode(message.payload).unwrap());
-    }
-    js.delete_stream(settings.stream_name("agora/order"))
-        .await
-        .unwrap();
+    let stream = settings.stream_name("agora/order");
+    let events = agora_testkit::nats::stream_events(url, &stream).await;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.delete_stream(stream).await.unwrap();
     events
-}
-
-fn spawn_relay(
-    outbox: &Outbox,
-    settings: &RelaySettings,
-    fault: Option<RelayFault>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(relay::run(
-        outbox.clone(),
-        settings.clone(),
-        relay::RelayMetrics::default(),
-        fault,
-        stop.clone(),
-    ));
-    (stop, task)
 }
 
 backend_test! {
@@ -96,7 +61,7 @@ backend_test! {
             return;
         }
         let outbox = outbox_on(db).await;
-        let settings = settings(NATS);
+        let settings = fresh_settings(&format!("nats://{NATS}"));
         append(&outbox, "order-1", 3).await;
 
         // The relay publishes the first two, then "crashes" after the second
@@ -139,60 +104,18 @@ backend_test! {
     }
 }
 
-/// A nats-server with JetStream on a free port, storing in `dir`; killed
-/// when dropped.
-struct Broker {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    async fn start(port: u16, dir: &std::path::Path) -> Option<Broker> {
-        let child = std::process::Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let broker = Broker { child, port };
-        eventually("nats-server to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(drop)
-        })
-        .await;
-        Some(broker)
-    }
-
-    async fn stop(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
 backend_test! {
     async fn events_wait_while_the_broker_is_down_and_all_arrive_once_in_order(db: &TestDatabase) {
         if !agora_testkit::nats::nats_available(NATS).await {
             return;
         }
-        let port = dead_address().await.port();
+        let port = free_port().await;
         let dir = tempfile::tempdir().unwrap();
         let Some(broker) = Broker::start(port, dir.path()).await else {
-            assert!(std::env::var_os("AGORA_REQUIRE_NATS").is_none(), "AGORA_REQUIRE_NATS is set but nats-server is not on the PATH");
-            eprintln!("note: nats-server is not on the PATH; skipping");
             return;
         };
         let outbox = outbox_on(db).await;
-        let settings = settings(&format!("127.0.0.1:{}", broker.port));
+        let settings = fresh_settings(&broker.url());
         let (stop, task) = spawn_relay(&outbox, &settings, None);
         append(&outbox, "order-a", 5).await;
         eventually("the first events published", Duration::from_secs(20), || async {
@@ -201,7 +124,7 @@ backend_test! {
         .await;
 
         // The broker goes away; events keep being written and wait.
-        broker.stop().await;
+        broker.kill().await;
         for order in ["order-b", "order-c"] {
             append(&outbox, order, 4).await;
         }
@@ -218,11 +141,9 @@ backend_test! {
         task.await.unwrap();
         let events = stream_events(&settings, &format!("nats://127.0.0.1:{}", broker.port)).await;
         assert_eq!(events.len(), 13, "none lost, none twice");
-        for order in ["order-a", "order-b", "order-c"] {
-            let sequences: Vec<_> = events.iter().filter(|e| e.subject == order).map(|e| e.sequence).collect();
-            let expected: Vec<i64> = (1..=sequences.len() as i64).collect();
-            assert_eq!(sequences, expected, "{order} in order");
-        }
-        broker.stop().await;
+        let by_order = assert_once_in_order(&events);
+        let lengths: Vec<_> = by_order.iter().map(|(order, events)| (order.as_str(), events.len())).collect();
+        assert_eq!(lengths, [("order-a", 5), ("order-b", 4), ("order-c", 4)]);
+        broker.kill().await;
     }
 }
