@@ -22,7 +22,7 @@ run() { # label binary [VAR=value...]
   "$bin" --data-dir "$dir" load --duration "$duration" --concurrency 32 --json --quiet >"$dir/load.json"
   kill -INT "$pid"
   wait "$pid" 2>/dev/null
-  jq -r --arg label "$label" '[$label, .by_state.confirmed.per_second, .latency_ms.p50, .latency_ms.p99,
+  jq -r --arg run "$label" '[$run, .by_state.confirmed.per_second, .latency_ms.p50, .latency_ms.p99,
       ([.processes[] | .cpu_ms_per_order // 0] | add), .write_transactions_per_order.total] | @tsv' "$dir/load.json"
   rm -rf "$dir"
 }

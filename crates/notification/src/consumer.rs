@@ -362,17 +362,23 @@ pub async fn process(
     metrics: &ConsumerMetrics,
     stop: &CancellationToken,
 ) -> Result<Outcome, crate::error::NotificationError> {
-    if store.seen(&delivery.event_id).await? {
-        metrics.count("duplicate");
-        store.skip(&delivery.source, &delivery.cursor).await?;
-        return Ok(Outcome::Duplicate);
-    }
+    // An event that notifies nobody never reaches the inbox: skip it
+    // without asking (JetStream delivers every event of a stream).
     let notification = match &delivery.notification {
         Ok(None) => {
             store.skip(&delivery.source, &delivery.cursor).await?;
             return Ok(Outcome::Skipped);
         }
-        Ok(Some(notification)) => notification,
+        Ok(Some(notification)) => Ok(notification),
+        Err(error) => Err(error),
+    };
+    if store.seen(&delivery.event_id).await? {
+        metrics.count("duplicate");
+        store.skip(&delivery.source, &delivery.cursor).await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let notification = match notification {
+        Ok(notification) => notification,
         Err(error) => {
             tracing::error!(event_id = %delivery.event_id, %error, "an event cannot be processed");
             metrics.count("dead_letter");

@@ -121,6 +121,7 @@ async fn follow(
     closing: CancellationToken,
 ) -> Result<(), Status> {
     let mut batch = first;
+    let mut last_read = std::time::Instant::now();
     loop {
         let full = batch.len() == BATCH as usize;
         for stored in batch {
@@ -140,11 +141,12 @@ async fn follow(
             tokio::select! {
                 () = closing.cancelled() => return Ok(()),
                 () = sender.closed() => return Ok(()),
-                _ = commits.changed() => {}
+                _ = commits.changed() => super::linger(last_read, &closing).await,
                 () = tokio::time::sleep(FOLLOW_FALLBACK) => {}
             }
         }
         commits.borrow_and_update();
+        last_read = std::time::Instant::now();
         batch = read(&outbox, cursor).await?;
     }
 }

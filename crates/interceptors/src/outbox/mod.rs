@@ -23,8 +23,9 @@
 //!
 //! **Followers** ([`Outbox::follow`], the feed) wake on this process's
 //! commits through a `tokio::sync::watch` channel (a wake-up is never lost:
-//! the channel remembers it until read), and re-read the table every
-//! [`FOLLOW_FALLBACK`] for commits made by other replicas.
+//! the channel remembers it until read), at most every [`FOLLOW_LINGER`],
+//! and re-read the table every [`FOLLOW_FALLBACK`] for commits made by
+//! other replicas.
 //!
 //! **Retention.** [`Outbox::prune`] deletes events older than the retention
 //! (`AGORA_EVENT_RETENTION`), published or not once they are that old, and
@@ -54,6 +55,26 @@ pub use feed::{EventFeed, FEED_POLICY, FeedServer};
 /// How often a follower re-reads the outbox without a local wake-up, to see
 /// what other replicas of the service committed.
 pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
+
+/// The shortest time between two reads of a follower (the feed's streams
+/// and the relay) prompted by commits. Under load commits come every
+/// millisecond or two, and a read per commit costs more in wake-ups than
+/// in reading; waiting this long lets one read take many commits' events.
+/// It bounds what it adds to an event's delivery; an idle follower reads
+/// at once.
+pub const FOLLOW_LINGER: Duration = Duration::from_millis(10);
+
+/// Sleeps out what is left of [`FOLLOW_LINGER`] since `last_read`, or
+/// until `stop`.
+async fn linger(last_read: std::time::Instant, stop: &CancellationToken) {
+    let left = FOLLOW_LINGER.saturating_sub(last_read.elapsed());
+    if !left.is_zero() {
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(left) => {}
+        }
+    }
+}
 
 /// How often expired events are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);

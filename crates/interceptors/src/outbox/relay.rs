@@ -26,8 +26,10 @@
 //!   while it holds the `outbox_relay` row (`FOR UPDATE SKIP LOCKED`): other
 //!   replicas skip it and wait, so rows are never published concurrently and
 //!   always in order. SQLite has one process.
-//! - **Wakes on commit** (the outbox's commit channel), re-reading every
-//!   [`super::FOLLOW_FALLBACK`] for other replicas' commits.
+//! - **Wakes on commit** (the outbox's commit channel), at most every
+//!   [`super::FOLLOW_LINGER`] so that a round under load takes many
+//!   commits' rows, re-reading every [`super::FOLLOW_FALLBACK`] for other
+//!   replicas' commits.
 //! - **Broker down:** rows wait in the outbox; the relay logs that it is
 //!   behind, counts the error, retries with backoff; health is unaffected.
 //!   `agora_outbox_relay_lag_seconds` says how old the oldest unpublished
@@ -154,6 +156,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(100);
     loop {
         commits.borrow_and_update();
+        let started = Instant::now();
         match relay.round().await {
             Ok(Round::Crashed) => return,
             Ok(Round::Full) => backoff = Duration::from_millis(100),
@@ -167,7 +170,7 @@ pub async fn run(
                 };
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = commits.changed() => {}
+                    _ = commits.changed() => super::linger(started, &stop).await,
                     () = tokio::time::sleep(wait) => {}
                 }
             }
