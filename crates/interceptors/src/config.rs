@@ -235,16 +235,17 @@ impl ServeArgs {
     }
 }
 
-/// The key a service signs its own `service`-role tokens with, for a service
-/// whose only outgoing call is reading the revocation list (payment,
-/// inventory); see [`crate::auth::ServiceKeys`].
+/// The key a service signs its own `service`-role tokens with: every
+/// service but user reads the user service's revocation list with them, and
+/// order and notification call other services with them too. See
+/// [`crate::auth::ServiceKeys`].
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct ServiceKeyArgs {
     /// PKCS#8 PEM file with this service's own Ed25519 key, which signs the
-    /// `service`-role tokens it reads the user service's revocation list
-    /// with (the user service's JWKS must list its public half under the key
-    /// id below). Unset: a random key is made at start-up, which no other
-    /// process trusts unless told (fine in-process, e.g. `cargo run`).
+    /// short-lived `service`-role tokens it sends (the JWKS of the services
+    /// it calls must list its public half under the key id below). Unset: a
+    /// random key is made at start-up, which no other process trusts unless
+    /// told (fine in-process, e.g. `cargo run`).
     #[arg(long, env = "AGORA_SERVICE_SIGNING_KEY_FILE")]
     pub service_signing_key_file: Option<PathBuf>,
 
@@ -255,11 +256,13 @@ pub struct ServiceKeyArgs {
 
 impl ServiceKeyArgs {
     /// The keys: `verifying` for incoming calls, and the signing key named
-    /// here (`agora-<service>` by default).
+    /// here (`agora-<service>` by default); `callees` names who must trust
+    /// it, for the warning about a random key.
     pub fn load(
         &self,
         service: &str,
         verifying: KeySet,
+        callees: &str,
     ) -> anyhow::Result<crate::auth::ServiceKeys> {
         let key_id = self
             .service_signing_key_id
@@ -269,7 +272,7 @@ impl ServiceKeyArgs {
             self.service_signing_key_file.as_deref(),
             &key_id,
             verifying,
-            "the user service",
+            callees,
         )
     }
 }

@@ -3,10 +3,10 @@
 //! comments.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::tls::ClientTlsArgs;
 
@@ -40,20 +40,9 @@ pub struct NotificationConfig {
     )]
     pub payment_url: String,
 
-    /// PKCS#8 PEM file with this service's own Ed25519 key, which signs the
-    /// `service`-role tokens it sends to the feeds (their JWKS must list its
-    /// public half). Unset: a random key that only in-process callers
-    /// handed its public key trust.
-    #[arg(long, env = "AGORA_SERVICE_SIGNING_KEY_FILE")]
-    pub service_signing_key_file: Option<PathBuf>,
-
-    /// Key id (`kid`) of that key.
-    #[arg(
-        long,
-        env = "AGORA_SERVICE_SIGNING_KEY_ID",
-        default_value = "agora-notification"
-    )]
-    pub service_signing_key_id: String,
+    /// This service's own key, signing the `service`-role tokens it sends.
+    #[command(flatten)]
+    pub service_key: ServiceKeyArgs,
 
     /// Lifetime of each service token.
     #[arg(long, env = "AGORA_SERVICE_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]

@@ -193,11 +193,10 @@ impl ServiceBinary for NotificationConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let keys = ServiceKeys::load(
-            self.service_signing_key_file.as_deref(),
-            &self.service_signing_key_id,
+        let keys = self.service_key.load(
+            Self::SERVICE,
             self.serve.key_set()?,
-            "the order and payment feeds",
+            "the user service and the order and payment feeds",
         )?;
         serve(self, keys, listener, shutdown).await
     }

@@ -2,10 +2,10 @@
 //! variable; `agora-order --help` lists them with these comments.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use agora_interceptors::ServeArgs;
+use agora_interceptors::config::ServiceKeyArgs;
 use agora_interceptors::db::DatabaseArgs;
 use agora_interceptors::tls::ClientTlsArgs;
 
@@ -41,21 +41,9 @@ pub struct OrderConfig {
     )]
     pub payment_url: String,
 
-    /// PKCS#8 PEM file with the order service's own Ed25519 key, which signs
-    /// the short-lived `service`-role tokens it sends to user, inventory and
-    /// payment (their JWKS must list its public half under the key id below).
-    /// Unset: a random key is made at start-up, which no other process
-    /// trusts unless told (fine in-process, e.g. `cargo run`).
-    #[arg(long, env = "AGORA_SERVICE_SIGNING_KEY_FILE")]
-    pub service_signing_key_file: Option<PathBuf>,
-
-    /// Key id (`kid`) of that key.
-    #[arg(
-        long,
-        env = "AGORA_SERVICE_SIGNING_KEY_ID",
-        default_value = "agora-order"
-    )]
-    pub service_signing_key_id: String,
+    /// This service's own key, signing the `service`-role tokens it sends.
+    #[command(flatten)]
+    pub service_key: ServiceKeyArgs,
 
     /// Lifetime of each service token; a new one is signed when a third is
     /// left.

@@ -172,9 +172,8 @@ impl ServiceBinary for OrderConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let keys = ServiceKeys::load(
-            self.service_signing_key_file.as_deref(),
-            &self.service_signing_key_id,
+        let keys = self.service_key.load(
+            Self::SERVICE,
             self.serve.key_set()?,
             "user, inventory and payment",
         )?;

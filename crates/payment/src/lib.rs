@@ -138,9 +138,9 @@ impl ServiceBinary for PaymentConfig {
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let keys = self
-            .service_key
-            .load(Self::SERVICE, self.serve.key_set()?)?;
+        let keys =
+            self.service_key
+                .load(Self::SERVICE, self.serve.key_set()?, "the user service")?;
         serve(self, keys, listener, shutdown).await
     }
 }
