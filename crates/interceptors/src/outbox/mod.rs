@@ -6,7 +6,8 @@
 //! before the commit, then calls [`Outbox::committed`] once the commit
 //! succeeded. A change that commits therefore always has its events, and one
 //! that rolls back never has. Each service's migrations create the tables
-//! (`outbox`, `outbox_head`, `outbox_sequences`), identical in every service.
+//! (`outbox`, `outbox_head`, `outbox_sequences`, `outbox_relay`), identical
+//! in every service.
 //!
 //! **Order.** Every event gets a *position*, taken from the one-row
 //! `outbox_head` counter inside the writing transaction. The counter's row
@@ -403,6 +404,17 @@ impl Outbox {
         decode_events(&rows).map(Batch::Events)
     }
 
+    /// How many events the NATS relay has not yet published (all of them
+    /// when no relay ever ran).
+    pub async fn unpublished(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox \
+             WHERE position > (SELECT published_through FROM outbox_relay WHERE id = 1)",
+        )
+        .fetch_one(self.db.pool())
+        .await
+    }
+
     /// Deletes the events committed before `before` (µs since the epoch) and
     /// moves the retention horizon past them; with `keep_unpublished` (a
     /// NATS relay runs), never past an event not yet published. Returns how
@@ -418,13 +430,11 @@ impl Outbox {
             return Ok(0);
         };
         if keep_unpublished {
-            let first_unpublished: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(position) FROM outbox WHERE published_at IS NULL")
+            let published_through: i64 =
+                sqlx::query_scalar("SELECT published_through FROM outbox_relay WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
-            if let Some(first) = first_unpublished {
-                last = last.min(first - 1);
-            }
+            last = last.min(published_through);
         }
         let deleted = sqlx::query("DELETE FROM outbox WHERE position <= $1")
             .bind(last)

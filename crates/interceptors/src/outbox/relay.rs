@@ -17,10 +17,11 @@
 //!   JetStream drops the repeat inside the stream's duplicate window
 //!   ([`DUPLICATE_WINDOW`]) by its message id (it checks the id before any
 //!   expectation, so a republished run is acknowledged as duplicates).
-//! - **Marks are batched.** Marking is a write to the service's database,
-//!   which the saga's own writes queue for (SQLite has one writer), so the
-//!   relay marks what the broker acknowledged at most every [`MARK_EVERY`]
-//!   (and when it stops), remembering in memory how far it got. A crash
+//! - **Marks are batched.** How far the broker has the rows is one number,
+//!   `outbox_relay.published_through`. Writing it is a write to the
+//!   service's database, which the saga's own writes queue for (SQLite has
+//!   one writer), so the relay moves it at most every [`MARK_EVERY`] (and
+//!   when it stops), remembering in memory how far it got. A crash
 //!   republishes at most that much, which the broker drops.
 //! - **One publisher per service.** On PostgreSQL a relay publishes only
 //!   while it holds the `outbox_relay` row (`FOR UPDATE SKIP LOCKED`): other
@@ -151,6 +152,7 @@ pub async fn run(
         js: None,
         acked_through: 0,
         marked_through: 0,
+        read_published_through: false,
         last_mark: Instant::now(),
     };
     let mut backoff = Duration::from_millis(100);
@@ -229,6 +231,9 @@ struct Relay {
     acked_through: i64,
     /// The last position this process marked published.
     marked_through: i64,
+    /// Whether `outbox_relay.published_through` was read since the start
+    /// (SQLite: once is enough).
+    read_published_through: bool,
     last_mark: Instant,
 }
 
@@ -245,23 +250,39 @@ impl Relay {
             self.js = Some(context);
         }
         let db = self.outbox.database().clone();
-        // PostgreSQL: hold the claim row for the round; SQLite: one process.
+        // PostgreSQL: hold the claim row for the round, and learn from it
+        // how far the broker has the rows (another replica may have gone
+        // on); SQLite: one process, which reads that once.
         let mut claim = None;
-        if db.backend() == Backend::Postgres {
+        let published_through = if db.backend() == Backend::Postgres {
             let mut tx = db.pool().begin().await?;
             let held: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM outbox_relay WHERE id = 1 FOR UPDATE SKIP LOCKED",
+                "SELECT published_through FROM outbox_relay WHERE id = 1 FOR UPDATE SKIP LOCKED",
             )
             .fetch_optional(&mut *tx)
             .await?;
-            if held.is_none() {
+            let Some(published_through) = held else {
                 return Ok(Round::Drained);
-            }
+            };
             claim = Some(tx);
+            Some(published_through)
+        } else if !self.read_published_through {
+            self.read_published_through = true;
+            Some(
+                sqlx::query_scalar("SELECT published_through FROM outbox_relay WHERE id = 1")
+                    .fetch_one(db.pool())
+                    .await?,
+            )
+        } else {
+            None
+        };
+        if let Some(published_through) = published_through {
+            self.acked_through = self.acked_through.max(published_through);
+            self.marked_through = self.marked_through.max(published_through);
         }
         let query = sqlx::query(
             "SELECT position, event_id, event_type, sequence, event, created_at FROM outbox \
-             WHERE published_at IS NULL AND position > $1 ORDER BY position LIMIT $2",
+             WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .bind(self.acked_through)
         .bind(BATCH);
@@ -382,11 +403,9 @@ impl Relay {
         E: sqlx::Executor<'c, Database = sqlx::Any>,
     {
         sqlx::query(
-            "UPDATE outbox SET published_at = $1 \
-             WHERE position > $2 AND position <= $3 AND published_at IS NULL",
+            "UPDATE outbox_relay SET published_through = $1 \
+             WHERE id = 1 AND published_through < $1",
         )
-        .bind(now_micros())
-        .bind(self.marked_through)
         .bind(self.acked_through)
         .execute(executor)
         .await?;
@@ -407,10 +426,12 @@ impl Relay {
     /// Sets the lag from the table, when a round could not run.
     async fn measure_lag(&self) {
         let oldest: Result<Option<i64>, _> = sqlx::query_scalar(
-            "SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL AND position > $1",
+            "SELECT created_at FROM outbox WHERE position > $1 \
+             AND position > (SELECT published_through FROM outbox_relay WHERE id = 1) \
+             ORDER BY position LIMIT 1",
         )
         .bind(self.acked_through)
-        .fetch_one(self.outbox.database().pool())
+        .fetch_optional(self.outbox.database().pool())
         .await;
         if let Ok(oldest) = oldest {
             self.metrics.set_lag_since(oldest);

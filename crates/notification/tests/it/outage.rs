@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_interceptors::db::Database;
-use agora_interceptors::outbox::RelaySettings;
+use agora_interceptors::outbox::{Outbox, RelaySettings};
 use agora_proto::events::v1 as ev;
 use agora_proto::notification::v1 as pb;
 use agora_proto::order::v1 as order_pb;
@@ -83,9 +83,9 @@ async fn placed_at_least(placed: &Placed, n: usize, what: &str) {
     .await;
 }
 
-async fn unpublished(outbox: &Database) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(outbox.pool())
+async fn unpublished(database: &Database) -> i64 {
+    Outbox::new(database.clone(), "order")
+        .unpublished()
         .await
         .unwrap()
 }

@@ -38,13 +38,6 @@ async fn append(outbox: &Outbox, order: &str, n: usize) {
     outbox.committed(appended);
 }
 
-async fn unpublished(outbox: &Outbox) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
-        .fetch_one(outbox.database().pool())
-        .await
-        .unwrap()
-}
-
 /// Every event of the order stream, in stream order; the stream is then
 /// deleted.
 async fn stream_events(settings: &RelaySettings, url: &str) -> Vec<ev::Event> {
@@ -84,12 +77,12 @@ backend_test! {
         let (_, task) = spawn_relay(&outbox, &settings, Some(fault));
         tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap();
         assert!(crashed.load(Ordering::SeqCst));
-        assert_eq!(unpublished(&outbox).await, 3, "nothing marked before the crash");
+        assert_eq!(outbox.unpublished().await.unwrap(), 3, "nothing marked before the crash");
 
         // Restarted, it publishes all three; JetStream drops the two repeats.
         let (stop, task) = spawn_relay(&outbox, &settings, None);
         eventually("every row published", Duration::from_secs(20), || async {
-            (unpublished(&outbox).await == 0).then_some(())
+            (outbox.unpublished().await.unwrap() == 0).then_some(())
         })
         .await;
         stop.cancel();
@@ -119,7 +112,7 @@ backend_test! {
         let (stop, task) = spawn_relay(&outbox, &settings, None);
         append(&outbox, "order-a", 5).await;
         eventually("the first events published", Duration::from_secs(20), || async {
-            (unpublished(&outbox).await == 0).then_some(())
+            (outbox.unpublished().await.unwrap() == 0).then_some(())
         })
         .await;
 
@@ -129,12 +122,12 @@ backend_test! {
             append(&outbox, order, 4).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(unpublished(&outbox).await, 8, "nothing published while the broker is down");
+        assert_eq!(outbox.unpublished().await.unwrap(), 8, "nothing published while the broker is down");
 
         // Back (same storage): everything arrives, in order, once.
         let broker = Broker::start(port, dir.path()).await.unwrap();
         eventually("every event published", Duration::from_secs(30), || async {
-            (unpublished(&outbox).await == 0).then_some(())
+            (outbox.unpublished().await.unwrap() == 0).then_some(())
         })
         .await;
         stop.cancel();
