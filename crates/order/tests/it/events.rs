@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use agora_interceptors::outbox::{Batch, NewEvent, Outbox};
+use agora_interceptors::outbox::{Batch, NewEvent};
 use agora_proto::events::v1 as ev;
 use agora_proto::events::v1::event_feed_service_client::EventFeedServiceClient;
 use agora_proto::order::v1 as pb;
@@ -277,14 +277,7 @@ backend_test! {
 
         // Retention prunes everything so far: the old cursor is refused
         // with the oldest one still valid, which then follows on.
-        let database = agora_interceptors::db::Database::open(
-            db.url(),
-            &Default::default(),
-            &agora_order::MIGRATIONS,
-        )
-        .await
-        .unwrap();
-        let pruned = Outbox::new(database, "order").prune(i64::MAX, false).await.unwrap();
+        let pruned = outbox_on(db).await.prune(i64::MAX, false).await.unwrap();
         assert_eq!(pruned, 12);
         let status = subscribe(&suite, order_server, &before[2].cursor, &[]).await.unwrap_err();
         assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
