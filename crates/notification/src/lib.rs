@@ -47,7 +47,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use config::NotificationConfig;
-pub use notifier::{Notifier, NotifyError, RecordingNotifier};
+pub use notifier::{LogNotifier, Notifier, NotifyError, RecordingNotifier};
 
 /// The notification service's schema, per dialect.
 pub static MIGRATIONS: Migrations = Migrations {
@@ -62,21 +62,14 @@ pub const SERVICE_SUBJECT: &str = "agora-notification";
 /// own key, signing the `service`-role tokens it sends the event feeds.
 pub type NotificationKeys = ServiceKeys;
 
-/// Serves the notification service with the recording notifier.
+/// Serves the notification service with the logging notifier.
 pub async fn serve(
     config: NotificationConfig,
     keys: NotificationKeys,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_with(
-        config,
-        keys,
-        Arc::new(RecordingNotifier::new()),
-        listener,
-        shutdown,
-    )
-    .await
+    serve_with(config, keys, Arc::new(LogNotifier), listener, shutdown).await
 }
 
 /// Serves the notification service, sending through `notifier`, until

@@ -1,6 +1,8 @@
-//! Where notifications go: the [`Notifier`] trait, and the shipped
-//! [`RecordingNotifier`] (logs each message and keeps it in memory). An SMTP
-//! or webhook notifier plugs in behind the same trait; it receives each
+//! Where notifications go: the [`Notifier`] trait; the shipped
+//! [`LogNotifier`], which logs each message (the service records every
+//! notification in its own table, served by `ListNotifications`); and
+//! [`RecordingNotifier`], which also keeps them in memory, for tests. An
+//! SMTP or webhook notifier plugs in behind the same trait; it receives each
 //! notification at least once (a crash between sending and recording sends
 //! again) and can deduplicate by `event_id`, which never changes.
 
@@ -22,7 +24,38 @@ pub trait Notifier: Send + Sync + 'static {
     -> BoxFuture<'a, Result<(), NotifyError>>;
 }
 
-/// Logs every notification and keeps it, for tests and development.
+/// Logs every notification: what the service sends with no other notifier
+/// configured. It keeps nothing, so memory does not grow with the traffic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogNotifier;
+
+impl LogNotifier {
+    fn log(notification: &Notification) {
+        tracing::info!(
+            user_id = %notification.user_id,
+            order_id = %notification.order_id,
+            kind = notification.kind.as_str(),
+            event_id = %notification.event_id,
+            "notification: {}",
+            notification.message
+        );
+    }
+}
+
+impl Notifier for LogNotifier {
+    fn send<'a>(
+        &'a self,
+        notification: &'a Notification,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            Self::log(notification);
+            Ok(())
+        })
+    }
+}
+
+/// Logs every notification and keeps it in memory (without bound), for
+/// tests.
 #[derive(Clone, Debug, Default)]
 pub struct RecordingNotifier {
     sent: Arc<Mutex<Vec<Notification>>>,
@@ -49,14 +82,7 @@ impl Notifier for RecordingNotifier {
         notification: &'a Notification,
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
-            tracing::info!(
-                user_id = %notification.user_id,
-                order_id = %notification.order_id,
-                kind = notification.kind.as_str(),
-                event_id = %notification.event_id,
-                "notification: {}",
-                notification.message
-            );
+            LogNotifier::log(notification);
             self.sent
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
