@@ -96,13 +96,17 @@ pub async fn serve(
     )
     .await
     .context("starting the user service")?;
-    let feed = revocations::StoreFeed::new(store, api.token_lifetime());
+    let lifetime = api.token_lifetime();
+    let feed = revocations::StoreFeed::new(store.clone(), lifetime);
     ServiceHost::new(config.serve.clone(), verifier)
         .add_service(
             grpc_server!(grpc::Server::new(api), config.serve),
             &grpc::POLICY,
         )
         .revocations(Arc::new(feed))
+        .background("revocation retention", move |stop| {
+            revocations::prune_every_minute(store, lifetime, stop)
+        })
         .outbox(outbox)
         .database(database)
         .serve(listener, shutdown)

@@ -1,14 +1,15 @@
 //! The user service's own `token_revocations` table as a
 //! [`RevocationFeed`]: the user service follows it like every other service
 //! follows ListRevocations (so a revocation made by another replica is
-//! refused here too), and prunes the rows no token can need any more.
+//! refused here too); and the background task that prunes the rows no token
+//! can need any more.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::auth::revocations::FeedRead;
 use agora_interceptors::auth::{Revocation, RevocationBatch, RevocationFeed};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::UserStore;
 
@@ -30,27 +31,33 @@ pub struct StoreFeed {
     store: UserStore,
     /// How long a token can be accepted: older revocations no longer matter.
     lifetime: Duration,
-    last_prune: Mutex<Option<Instant>>,
 }
 
 impl StoreFeed {
     /// A feed over `store` whose tokens live at most `lifetime` (the access
     /// token lifetime plus the verifiers' leeway).
     pub fn new(store: UserStore, lifetime: Duration) -> Self {
-        Self {
-            store,
-            lifetime,
-            last_prune: Mutex::new(None),
-        }
+        Self { store, lifetime }
     }
+}
 
-    fn prune_due(&self) -> bool {
-        let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
-            return false;
+/// Deletes the revocations of tokens that have all expired (tokens live at
+/// most `lifetime`), now and every minute until `stop` (a
+/// [`agora_interceptors::ServiceHost`] background task).
+pub async fn prune_every_minute(store: UserStore, lifetime: Duration, stop: CancellationToken) {
+    loop {
+        match store
+            .prune_revocations(horizon(now_micros(), lifetime))
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "expired revocations pruned"),
+            Err(error) => tracing::warn!(%error, "pruning expired revocations failed; will retry"),
         }
-        *last = Some(Instant::now());
-        true
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
     }
 }
 
@@ -59,13 +66,6 @@ impl RevocationFeed for StoreFeed {
         Box::pin(async move {
             let read_at = now_micros();
             let horizon = horizon(read_at, self.lifetime);
-            if self.prune_due() {
-                match self.store.prune_revocations(horizon).await {
-                    Ok(0) => {}
-                    Ok(pruned) => tracing::debug!(pruned, "expired revocations pruned"),
-                    Err(error) => tracing::warn!(%error, "pruning expired revocations failed"),
-                }
-            }
             let mut batch = RevocationBatch {
                 revocations: Vec::new(),
                 horizon,

@@ -83,13 +83,6 @@ async fn placed_at_least(placed: &Placed, n: usize, what: &str) {
     .await;
 }
 
-async fn unpublished(database: &Database) -> i64 {
-    Outbox::new(database.clone(), "order")
-        .unpublished()
-        .await
-        .unwrap()
-}
-
 backend_test! {
     async fn orders_placed_through_a_broker_outage_arrive_once_in_order_and_notify_once(db: &TestDatabase) {
         let port = free_port().await;
@@ -101,6 +94,7 @@ backend_test! {
         let suite = TestSuite::start(db, SuiteOptions { nats: Some(nats.clone()), ..Default::default() }).await;
         suite.product("MUG", 100, 100_000).await;
         let order_db = Database::open(db.url(), &Default::default(), &agora_order::MIGRATIONS).await.unwrap();
+        let order_outbox = Outbox::new(order_db.clone(), "order");
         let notes_db = TestDatabase::like(db).await;
         let notifier = TestNotifier::default();
         let notes = services::start_notification(
@@ -134,7 +128,7 @@ backend_test! {
         broker.kill().await;
         let before = placed.lock().unwrap().len();
         placed_at_least(&placed, before + 15, "orders during the outage").await;
-        assert!(unpublished(&order_db).await > 0, "events wait while the broker is down");
+        assert!(order_outbox.unpublished().await.unwrap() > 0, "events wait while the broker is down");
 
         // Back on the same storage; more orders, then the shoppers stop.
         let broker = Broker::start(port, storage.path()).await.unwrap();
@@ -175,7 +169,7 @@ backend_test! {
         // The order stream holds every event of the outbox, once, in order
         // per order, each order ending in its outcome.
         eventually("the order outbox published", Duration::from_secs(30), || async {
-            (unpublished(&order_db).await == 0).then_some(())
+            (order_outbox.unpublished().await.unwrap() == 0).then_some(())
         })
         .await;
         let outbox_ids: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM outbox")
