@@ -294,6 +294,24 @@ fn create_sqlite_folder(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `$first, $first+1, …`: `count` numbered placeholders, which both engines
+/// take, for a statement whose number of values varies (`IN (…)`).
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, …, $width), ($width+1, …), …`: the `VALUES` of a multi-row insert
+/// of `rows` rows, `width` columns each.
+pub fn value_rows(width: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(1 + row * width, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether a database error is a unique-constraint violation, and of which
 /// constraint when the engine names it (PostgreSQL does; SQLite does not, so a
 /// table whose only unique key besides its UUID primary key is the one in

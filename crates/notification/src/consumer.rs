@@ -10,18 +10,19 @@
 //! NOTHING` and the notification only when that insert did, in one
 //! transaction. From JetStream, replicas share the durable consumer instead.
 //!
-//! Per event: an event already in the inbox is skipped (its cursor
-//! recorded); otherwise the notifier is called, up to `max_attempts` times
-//! with a doubling backoff, and then the inbox row, the notification and the
-//! cursor are written in one transaction. An event still failing after its
-//! tries is written as a dead letter instead (same transaction shape) and
-//! the feed moves on. A crash anywhere leaves the cursor at the last event
-//! fully recorded: the next start delivers the rest again, and the inbox
-//! drops what was recorded already. The notifier may see an event twice
-//! (sent, then a crash before recording): see [`crate::notifier`].
+//! Per batch (what the feed has ready, up to [`BATCH`] events): events
+//! already in the inbox are skipped (one lookup); each other one is sent
+//! through the notifier, up to `max_attempts` times with a doubling backoff;
+//! then the batch's inbox rows, notifications and the feed's cursor are
+//! written in one transaction. An event still failing after its tries is
+//! written as a dead letter instead, in the same transaction, and the feed
+//! moves on. A crash anywhere leaves the cursor after the last batch fully
+//! recorded: the next start delivers the rest again, and the inbox drops
+//! what was recorded already. The notifier may see an event twice (sent,
+//! then a crash before recording): see [`crate::notifier`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::Delivery;
 use crate::downstream::{Feed, FeedError};
 use crate::notifier::Notifier;
-use crate::store::NotificationStore;
+use crate::store::{NotificationStore, Processed};
 
 /// How the consumer retries.
 #[derive(Clone, Copy, Debug)]
@@ -184,7 +185,7 @@ async fn consume(
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream);
+        let mut stream = std::pin::pin!(stream.ready_chunks(BATCH));
         let mut renew = tokio::time::interval(lease.renew_every());
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
@@ -200,22 +201,20 @@ async fn consume(
                 }
                 next = stream.next() => next,
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    match process(store, notifier, &delivery, settings, metrics, stop).await {
-                        Ok(Outcome::Stopped) => return,
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(source = feed.source, %error, "recording an event failed; resubscribing");
-                            break;
-                        }
-                    }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(source = feed.source, %error, "the feed failed; resubscribing");
+            let Some(items) = next else { break };
+            let (deliveries, failure) = until_error(items);
+            let deliveries: Vec<&Delivery> = deliveries.iter().collect();
+            match process(store, notifier, &deliveries, settings, metrics, stop).await {
+                Ok(outcomes) if outcomes.contains(&Outcome::Stopped) => return,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(source = feed.source, %error, "recording events failed; resubscribing");
                     break;
                 }
-                None => break,
+            }
+            if let Some(error) = failure {
+                tracing::warn!(source = feed.source, %error, "the feed failed; resubscribing");
+                break;
             }
         }
         pause(stop, settings.reconnect).await;
@@ -247,49 +246,53 @@ pub async fn run_jetstream(
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream);
-        loop {
+        let mut stream = std::pin::pin!(stream.ready_chunks(BATCH));
+        'messages: loop {
             let next = tokio::select! {
                 () = stop.cancelled() => return,
                 next = stream.next() => next,
             };
-            match next {
-                Some(Ok(message)) => {
-                    let processing = process(
-                        &store,
-                        notifier.as_ref(),
-                        &message.delivery,
-                        settings,
-                        &metrics,
-                        &stop,
-                    );
-                    let processed = in_progress(&message, processing).await;
-                    let settled = match processed {
-                        Ok(Outcome::Stopped) => return,
-                        Ok(outcome) => settle(&store, &message, outcome).await,
-                        Err(error) => Err(FeedError::Unavailable(error.to_string())),
-                    };
-                    if let Err(error) = settled {
-                        tracing::warn!(source = feed.source, %error, "an event was not acknowledged; it will be redelivered");
-                        break;
-                    }
-                }
-                Some(Err(error)) => {
-                    tracing::warn!(source = feed.source, %error, "the JetStream stream failed; reconnecting");
+            let Some(items) = next else { break };
+            let (messages, failure) = until_error(items);
+            let deliveries: Vec<&Delivery> = messages.iter().map(|m| &m.delivery).collect();
+            let processing = process(
+                &store,
+                notifier.as_ref(),
+                &deliveries,
+                settings,
+                &metrics,
+                &stop,
+            );
+            let outcomes = match in_progress(&messages, processing).await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    tracing::warn!(source = feed.source, %error, "recording events failed; they will be redelivered");
                     break;
                 }
-                None => break,
+            };
+            for (message, outcome) in messages.iter().zip(outcomes) {
+                if outcome == Outcome::Stopped {
+                    return;
+                }
+                if let Err(error) = settle(&store, message, outcome).await {
+                    tracing::warn!(source = feed.source, %error, "an event was not acknowledged; it will be redelivered");
+                    break 'messages;
+                }
+            }
+            if let Some(error) = failure {
+                tracing::warn!(source = feed.source, %error, "the JetStream stream failed; reconnecting");
+                break;
             }
         }
         pause(&stop, settings.reconnect).await;
     }
 }
 
-/// Awaits `processing` of `message`, telling JetStream every third of its
-/// ack wait that the message is in progress, so slow tries are not
+/// Awaits `processing` of `messages`, telling JetStream every third of
+/// their ack wait that they are in progress, so slow tries are not
 /// redelivered (to another replica) meanwhile.
 async fn in_progress<T>(
-    message: &crate::downstream::JetStreamDelivery,
+    messages: &[crate::downstream::JetStreamDelivery],
     processing: impl std::future::Future<Output = T>,
 ) -> T {
     let mut processing = std::pin::pin!(processing);
@@ -299,8 +302,10 @@ async fn in_progress<T>(
         tokio::select! {
             done = &mut processing => return done,
             _ = keepalive.tick() => {
-                if let Err(error) = message.in_progress().await {
-                    tracing::warn!(event_id = %message.delivery.event_id, %error, "cannot extend the ack wait; JetStream may redeliver the event meanwhile");
+                for message in messages {
+                    if let Err(error) = message.in_progress().await {
+                        tracing::warn!(event_id = %message.delivery.event_id, %error, "cannot extend the ack wait; JetStream may redeliver the event meanwhile");
+                    }
                 }
             }
         }
@@ -351,57 +356,160 @@ pub enum Outcome {
     Stopped,
 }
 
-/// Processes one delivery: dedup, notify with retries, record (or dead
-/// letter). Errors are the store's: the caller resubscribes from the stored
-/// cursor.
+/// The most events processed, and recorded in one transaction, at once:
+/// what a feed has ready, up to this many.
+pub const BATCH: usize = 32;
+
+/// The items before the first error, and that error.
+fn until_error<T, E>(items: Vec<Result<T, E>>) -> (Vec<T>, Option<E>) {
+    let mut ok = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Ok(item) => ok.push(item),
+            Err(error) => return (ok, Some(error)),
+        }
+    }
+    (ok, None)
+}
+
+/// How long notifications may be sent before they are recorded: a batch is
+/// recorded in one transaction once its sends have taken this long (and at
+/// its end). A fast notifier's batch is one transaction; a slow one's (an
+/// SMTP server, a webhook) is recorded one send at a time, so a crash never
+/// repeats more than about this much sending.
+pub const RECORD_WITHIN: Duration = Duration::from_millis(20);
+
+/// Processes a batch of one feed's deliveries in order: looks them up in
+/// the inbox (one query), notifies each new one with retries, and records
+/// them and moves the feed's cursor past them in one transaction per
+/// [`RECORD_WITHIN`] of sending. Returns one outcome per delivery. A
+/// shutdown during one's retries records those before it; it and the rest
+/// are `Stopped`: not recorded, so the next start delivers them again. An
+/// error is the store's: the caller resubscribes from the stored cursor, so
+/// the notifier may see what was sent and not yet recorded again (see
+/// [`crate::notifier`]).
 pub async fn process(
     store: &NotificationStore,
     notifier: &dyn Notifier,
-    delivery: &Delivery,
+    deliveries: &[&Delivery],
     settings: ConsumerSettings,
     metrics: &ConsumerMetrics,
     stop: &CancellationToken,
-) -> Result<Outcome, crate::error::NotificationError> {
-    // An event that notifies nobody never reaches the inbox: skip it
-    // without asking (JetStream delivers every event of a stream).
-    let notification = match &delivery.notification {
-        Ok(None) => {
-            store.skip(&delivery.source, &delivery.cursor).await?;
-            return Ok(Outcome::Skipped);
+) -> Result<Vec<Outcome>, crate::error::NotificationError> {
+    // Events that notify nobody never reach the inbox: they are skipped
+    // without a lookup (JetStream delivers every event of a stream).
+    let wanted: Vec<&str> = deliveries
+        .iter()
+        .filter(|delivery| !matches!(delivery.notification, Ok(None)))
+        .map(|delivery| delivery.event_id.as_str())
+        .collect();
+    let mut seen = store.seen(&wanted).await?;
+    let mut outcomes = Vec::with_capacity(deliveries.len());
+    let mut recorded = 0;
+    let mut sending = Instant::now();
+    for delivery in deliveries {
+        let outcome = match &delivery.notification {
+            Ok(None) => Outcome::Skipped,
+            _ if !seen.insert(delivery.event_id.clone()) => Outcome::Duplicate,
+            Err(error) => {
+                tracing::error!(event_id = %delivery.event_id, %error, "an event cannot be processed");
+                Outcome::Dead {
+                    attempts: 1,
+                    error: error.clone(),
+                }
+            }
+            Ok(Some(notification)) => {
+                notify(notifier, notification, delivery, settings, stop).await
+            }
+        };
+        if outcome == Outcome::Stopped {
+            break;
         }
-        Ok(Some(notification)) => Ok(notification),
-        Err(error) => Err(error),
-    };
-    if store.seen(&delivery.event_id).await? {
-        metrics.count("duplicate");
-        store.skip(&delivery.source, &delivery.cursor).await?;
-        return Ok(Outcome::Duplicate);
+        outcomes.push(outcome);
+        if sending.elapsed() >= RECORD_WITHIN {
+            let done = outcomes.len();
+            record(
+                store,
+                &deliveries[recorded..done],
+                &mut outcomes[recorded..],
+                metrics,
+            )
+            .await?;
+            recorded = done;
+            sending = Instant::now();
+        }
     }
-    let notification = match notification {
-        Ok(notification) => notification,
-        Err(error) => {
-            tracing::error!(event_id = %delivery.event_id, %error, "an event cannot be processed");
-            metrics.count("dead_letter");
-            store.record_dead(delivery, 1, error).await?;
-            return Ok(Outcome::Dead {
-                attempts: 1,
-                error: error.clone(),
-            });
-        }
+    let done = outcomes.len();
+    record(
+        store,
+        &deliveries[recorded..done],
+        &mut outcomes[recorded..],
+        metrics,
+    )
+    .await?;
+    outcomes.resize(deliveries.len(), Outcome::Stopped);
+    Ok(outcomes)
+}
+
+/// Records processed `deliveries` (one feed's, in order) with their
+/// `outcomes` in one transaction, moving the cursor past the last; a sent
+/// event another delivery recorded first becomes a `Duplicate`.
+async fn record(
+    store: &NotificationStore,
+    deliveries: &[&Delivery],
+    outcomes: &mut [Outcome],
+    metrics: &ConsumerMetrics,
+) -> Result<(), crate::error::NotificationError> {
+    let Some(last) = deliveries.last() else {
+        return Ok(());
     };
+    let mut written = Vec::new();
+    let mut batch = Vec::new();
+    for (i, (delivery, outcome)) in deliveries.iter().zip(outcomes.iter()).enumerate() {
+        let processed = match (outcome, &delivery.notification) {
+            (Outcome::Sent, Ok(Some(notification))) => Processed::Sent(notification),
+            (Outcome::Dead { attempts, error }, _) => Processed::Dead {
+                attempts: *attempts,
+                error,
+            },
+            _ => continue,
+        };
+        written.push(i);
+        batch.push((*delivery, processed));
+    }
+    let fresh = store.record(&last.source, &last.cursor, &batch).await?;
+    drop(batch);
+    for (i, fresh) in written.into_iter().zip(fresh) {
+        if outcomes[i] == Outcome::Sent && !fresh {
+            outcomes[i] = Outcome::Duplicate;
+        }
+    }
+    for outcome in outcomes.iter() {
+        match outcome {
+            Outcome::Sent => metrics.count("sent"),
+            Outcome::Duplicate => metrics.count("duplicate"),
+            Outcome::Dead { .. } => metrics.count("dead_letter"),
+            Outcome::Skipped | Outcome::Stopped => {}
+        }
+    }
+    Ok(())
+}
+
+/// Sends `notification` for `delivery`, up to `max_attempts` times with a
+/// doubling backoff: `Sent`, `Dead` after the last try, or `Stopped` when
+/// shutdown comes between tries.
+async fn notify(
+    notifier: &dyn Notifier,
+    notification: &crate::domain::Notification,
+    delivery: &Delivery,
+    settings: ConsumerSettings,
+    stop: &CancellationToken,
+) -> Outcome {
     let mut backoff = settings.retry_base;
     let mut attempt = 1;
     loop {
         match notifier.send(notification).await {
-            Ok(()) => {
-                let fresh = store.record_sent(delivery, notification).await?;
-                metrics.count(if fresh { "sent" } else { "duplicate" });
-                return Ok(if fresh {
-                    Outcome::Sent
-                } else {
-                    Outcome::Duplicate
-                });
-            }
+            Ok(()) => return Outcome::Sent,
             Err(error) if attempt >= settings.max_attempts.max(1) => {
                 tracing::error!(
                     event_id = %delivery.event_id,
@@ -409,20 +517,17 @@ pub async fn process(
                     %error,
                     "notification failed on every try; dead-lettered"
                 );
-                metrics.count("dead_letter");
-                let error = error.to_string();
-                store.record_dead(delivery, attempt, &error).await?;
-                return Ok(Outcome::Dead {
+                return Outcome::Dead {
                     attempts: attempt,
-                    error,
-                });
+                    error: error.to_string(),
+                };
             }
             Err(error) => {
                 tracing::warn!(event_id = %delivery.event_id, attempt, %error, "notification failed; retrying");
                 attempt += 1;
                 pause(stop, backoff).await;
                 if stop.is_cancelled() {
-                    return Ok(Outcome::Stopped);
+                    return Outcome::Stopped;
                 }
                 backoff = backoff.saturating_mul(2);
             }

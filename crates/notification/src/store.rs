@@ -1,11 +1,13 @@
 //! The notification tables: feed leases and cursors, the inbox,
-//! notifications and dead letters. Each processed event is one transaction: its inbox row, its
-//! notification (or dead letter) and the feed's cursor move together, so a
-//! crash leaves either all of them or none, and a restart resumes exactly
-//! after the last event recorded.
+//! notifications and dead letters. Each batch of processed events is one
+//! transaction: their inbox rows, their notifications (or dead letters) and
+//! the feed's cursor move together, so a crash leaves either all of them or
+//! none, and a restart resumes exactly after the last batch recorded.
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
+use std::collections::HashSet;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -79,80 +81,76 @@ impl NotificationStore {
         Ok(())
     }
 
-    /// Whether the event was processed already.
-    pub async fn seen(&self, event_id: &str) -> Result<bool, NotificationError> {
-        let found: Option<String> =
-            sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = $1")
-                .bind(event_id.to_owned())
-                .fetch_optional(self.db.pool())
-                .await?;
-        Ok(found.is_some())
+    /// Which of `event_ids` were processed already: one query for a batch.
+    pub async fn seen(&self, event_ids: &[&str]) -> Result<HashSet<String>, NotificationError> {
+        if event_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = format!(
+            "SELECT event_id FROM inbox WHERE event_id IN ({})",
+            db::placeholders(1, event_ids.len())
+        );
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+        for id in event_ids {
+            query = query.bind((*id).to_owned());
+        }
+        Ok(query.fetch_all(self.db.pool()).await?.into_iter().collect())
     }
 
-    /// Moves `source`'s cursor past an event that needs no processing (or
-    /// was processed already).
+    /// Moves `source`'s cursor past events that need no processing (or
+    /// were processed already).
     pub async fn skip(&self, source: &str, cursor: &str) -> Result<(), NotificationError> {
-        if cursor.is_empty() {
-            // A JetStream delivery: the durable consumer keeps the position.
-            return Ok(());
-        }
-        let mut tx = self.db.begin_write().await?;
-        set_cursor(&mut tx, source, cursor).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record(source, cursor, &[]).await.map(drop)
     }
 
-    /// Records `delivery` as processed with `notification` sent, and moves
-    /// its feed's cursor past it, in one transaction. False when its inbox
-    /// row exists already (a redelivery: nothing is written but the cursor).
-    pub async fn record_sent(
+    /// Records a batch of processed deliveries of one feed and moves its
+    /// cursor to `cursor` (the one after the batch's last event; empty for
+    /// JetStream, whose durable consumer keeps the position), in one
+    /// transaction: each event's inbox row, and its notification or dead
+    /// letter when that row is new. Returns, per event, whether it was new:
+    /// false for a redelivery recorded before (by another replica, or
+    /// earlier in the batch), for which only the cursor moves.
+    ///
+    /// A batch costs a fixed number of statements whatever its size, which
+    /// is what keeps the consumer cheap under load: on SQLite every
+    /// statement is a hand-off to the database's thread.
+    pub async fn record(
         &self,
-        delivery: &Delivery,
-        notification: &Notification,
-    ) -> Result<bool, NotificationError> {
+        source: &str,
+        cursor: &str,
+        batch: &[(&Delivery, Processed<'_>)],
+    ) -> Result<Vec<bool>, NotificationError> {
+        if batch.is_empty() && cursor.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_micros();
         let mut tx = self.db.begin_write().await?;
-        let fresh = claim_inbox(&mut tx, delivery, "notified", now).await?;
-        if fresh {
-            insert_notification(&mut tx, notification, now).await?;
-        }
-        if !delivery.cursor.is_empty() {
-            set_cursor(&mut tx, &delivery.source, &delivery.cursor).await?;
-        }
-        tx.commit().await?;
-        Ok(fresh)
-    }
-
-    /// Gives up on `delivery` after `attempts` tries: dead letter, inbox row
-    /// and cursor in one transaction.
-    pub async fn record_dead(
-        &self,
-        delivery: &Delivery,
-        attempts: u32,
-        error: &str,
-    ) -> Result<(), NotificationError> {
-        let now = now_micros();
-        let mut tx = self.db.begin_write().await?;
-        if claim_inbox(&mut tx, delivery, "dead", now).await? {
-            sqlx::query(
-                "INSERT INTO dead_letters (event_id, source, event_type, event, attempts, \
-                 last_error, dead_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(delivery.event_id.clone())
-            .bind(delivery.source.clone())
-            .bind(delivery.event_type.clone())
-            .bind(delivery.encoded.clone())
-            .bind(i64::from(attempts))
-            .bind(error.chars().take(1000).collect::<String>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !delivery.cursor.is_empty() {
-            set_cursor(&mut tx, &delivery.source, &delivery.cursor).await?;
+        let mut fresh = claim_inbox(&mut tx, batch, now).await?;
+        // A second delivery of one event in the batch is not new.
+        let is_new: Vec<bool> = batch
+            .iter()
+            .map(|(delivery, _)| fresh.remove(&delivery.event_id))
+            .collect();
+        let new = || batch.iter().zip(&is_new).filter(|(_, new)| **new);
+        let sent: Vec<&Notification> = new()
+            .filter_map(|((_, processed), _)| match processed {
+                Processed::Sent(notification) => Some(*notification),
+                Processed::Dead { .. } => None,
+            })
+            .collect();
+        insert_notifications(&mut tx, &sent, now).await?;
+        let dead: Vec<(&Delivery, u32, &str)> = new()
+            .filter_map(|((delivery, processed), _)| match processed {
+                Processed::Dead { attempts, error } => Some((*delivery, *attempts, *error)),
+                Processed::Sent(_) => None,
+            })
+            .collect();
+        insert_dead_letters(&mut tx, &dead, now).await?;
+        if !cursor.is_empty() {
+            set_cursor(&mut tx, source, cursor).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(is_new)
     }
 
     /// Records a replayed dead letter as sent: the dead letter goes, the
@@ -177,7 +175,7 @@ impl NotificationStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        insert_notification(&mut tx, notification, now).await?;
+        insert_notifications(&mut tx, &[notification], now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -248,45 +246,102 @@ impl NotificationStore {
     }
 }
 
-/// Inserts the inbox row; false when the event has one already.
-async fn claim_inbox(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    delivery: &Delivery,
-    outcome: &str,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (event_id, source, event_type, outcome, processed_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(delivery.event_id.clone())
-    .bind(delivery.source.clone())
-    .bind(delivery.event_type.clone())
-    .bind(outcome.to_owned())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+/// What became of one processed event, to record.
+#[derive(Clone, Copy, Debug)]
+pub enum Processed<'a> {
+    /// This notification was sent for it.
+    Sent(&'a Notification),
+    /// Given up on after `attempts` tries, the last failing with `error`.
+    Dead {
+        /// Tries made.
+        attempts: u32,
+        /// The last error.
+        error: &'a str,
+    },
 }
 
-async fn insert_notification(
+/// Inserts the batch's inbox rows in one statement; returns the event ids
+/// whose row is new (an event with a row already keeps it).
+async fn claim_inbox(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    notification: &Notification,
+    batch: &[(&Delivery, Processed<'_>)],
+    now: i64,
+) -> Result<HashSet<String>, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "INSERT INTO inbox (event_id, source, event_type, outcome, processed_at) VALUES {} \
+         ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        db::value_rows(5, batch.len())
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for (delivery, processed) in batch {
+        let outcome = match processed {
+            Processed::Sent(_) => "notified",
+            Processed::Dead { .. } => "dead",
+        };
+        query = query
+            .bind(delivery.event_id.clone())
+            .bind(delivery.source.clone())
+            .bind(delivery.event_type.clone())
+            .bind(outcome)
+            .bind(now);
+    }
+    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
+}
+
+async fn insert_notifications(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    notifications: &[&Notification],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO notifications (event_id, user_id, kind, order_id, message, sent_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(notification.event_id.clone())
-    .bind(notification.user_id.clone())
-    .bind(notification.kind.as_str())
-    .bind(notification.order_id.clone())
-    .bind(notification.message.clone())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    if notifications.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO notifications (event_id, user_id, kind, order_id, message, sent_at) VALUES {}",
+        db::value_rows(6, notifications.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for notification in notifications {
+        query = query
+            .bind(notification.event_id.clone())
+            .bind(notification.user_id.clone())
+            .bind(notification.kind.as_str())
+            .bind(notification.order_id.clone())
+            .bind(notification.message.clone())
+            .bind(now);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    dead: &[(&Delivery, u32, &str)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO dead_letters (event_id, source, event_type, event, attempts, last_error, \
+         dead_at) VALUES {}",
+        db::value_rows(7, dead.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (delivery, attempts, error) in dead {
+        query = query
+            .bind(delivery.event_id.clone())
+            .bind(delivery.source.clone())
+            .bind(delivery.event_type.clone())
+            .bind(delivery.encoded.clone())
+            .bind(i64::from(*attempts))
+            .bind(error.chars().take(1000).collect::<String>())
+            .bind(now);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -701,27 +701,10 @@ impl OrderChanges {
 /// `INSERT INTO saga_steps … VALUES (…), (…)` for `rows` steps, eight
 /// placeholders each. Only the count varies: the text is ours.
 fn insert_steps_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) VALUES ",
-    );
-    for row in 0..rows {
-        let p = row * 8;
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8
-        ));
-    }
-    sql
+    format!(
+        "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) VALUES {}",
+        db::value_rows(8, rows)
+    )
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

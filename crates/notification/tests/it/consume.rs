@@ -214,7 +214,7 @@ backend_test! {
 backend_test! {
     async fn replicas_recording_the_same_event_at_once_store_one_notification(db: &TestDatabase) {
         use agora_notification::domain::{Delivery, Kind, Notification};
-        use agora_notification::store::NotificationStore;
+        use agora_notification::store::{NotificationStore, Processed};
 
         // Two replicas' stores on one database, racing on the same events.
         let pools = agora_interceptors::db::PoolSettings::default();
@@ -237,14 +237,67 @@ backend_test! {
                 encoded: Vec::new(),
                 notification: Ok(Some(notification.clone())),
             };
+            let batch = [(&delivery, Processed::Sent(&notification))];
             let (a, b) = tokio::join!(
-                stores[0].record_sent(&delivery, &notification),
-                stores[1].record_sent(&delivery, &notification),
+                stores[0].record(&delivery.source, "", &batch),
+                stores[1].record(&delivery.source, "", &batch),
             );
-            let fresh = [a.unwrap(), b.unwrap()];
+            let fresh = [a.unwrap()[0], b.unwrap()[0]];
             assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "exactly one replica recorded it: {fresh:?}");
         }
         let stored = stores[0].notifications(None, None, 100).await.unwrap();
         assert_eq!(stored.len(), 10, "one notification per event");
+    }
+}
+
+backend_test! {
+    async fn a_batch_is_recorded_in_one_transaction_with_its_cursor(db: &TestDatabase) {
+        use agora_notification::domain::{Delivery, Kind, Notification};
+        use agora_notification::store::{NotificationStore, Processed};
+
+        let pools = agora_interceptors::db::PoolSettings::default();
+        let store = NotificationStore::new(
+            agora_interceptors::db::Database::open(db.url(), &pools, &agora_notification::MIGRATIONS).await.unwrap(),
+        );
+        let delivery = |cursor: &str, notification: Option<&Notification>| {
+            let event_id = notification.map_or_else(|| uuid::Uuid::now_v7().to_string(), |n| n.event_id.clone());
+            Delivery {
+                event_id,
+                source: "agora/order".into(),
+                event_type: "agora.order.OrderConfirmed".into(),
+                cursor: cursor.into(),
+                encoded: vec![1, 2, 3],
+                notification: Ok(notification.cloned()),
+            }
+        };
+        let notification = |n: u32| Notification {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: format!("customer-{n}"),
+            kind: Kind::OrderConfirmed,
+            order_id: format!("order-{n}"),
+            message: format!("order {n} confirmed"),
+        };
+        let (one, two) = (notification(1), notification(2));
+        let (first, again, dead) = (delivery("c1", Some(&one)), delivery("c2", Some(&one)), delivery("c3", None));
+        let batch = [
+            (&first, Processed::Sent(&one)),
+            (&again, Processed::Sent(&one)),
+            (&dead, Processed::Dead { attempts: 3, error: "smtp: 550" }),
+        ];
+        let fresh = store.record("agora/order", "c3", &batch).await.unwrap();
+        assert_eq!(fresh, [true, false, true], "an event twice in one batch is recorded once");
+        assert_eq!(store.cursor("agora/order").await.unwrap(), "c3");
+        let seen = store.seen(&[&one.event_id, &dead.event_id, &two.event_id]).await.unwrap();
+        assert!(seen.contains(&one.event_id) && seen.contains(&dead.event_id) && !seen.contains(&two.event_id), "{seen:?}");
+        let sent = store.notifications(None, None, 10).await.unwrap();
+        assert_eq!(sent.iter().map(|s| &s.notification).collect::<Vec<_>>(), [&one]);
+        let dead_letter = store.dead_letter(&dead.event_id).await.unwrap().expect("the dead letter");
+        assert_eq!((dead_letter.attempts, dead_letter.last_error.as_str(), dead_letter.encoded), (3, "smtp: 550", vec![1, 2, 3]));
+
+        // A batch of redeliveries writes nothing new but still moves the cursor.
+        let fresh = store.record("agora/order", "c4", &batch[..1]).await.unwrap();
+        assert_eq!(fresh, [false]);
+        assert_eq!(store.cursor("agora/order").await.unwrap(), "c4");
+        assert_eq!(store.notifications(None, None, 10).await.unwrap().len(), 1);
     }
 }
