@@ -80,6 +80,9 @@ async fn linger(last_read: std::time::Instant, stop: &CancellationToken) {
 /// How often expired events are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Events deleted per transaction when pruning.
+const PRUNE_CHUNK: i64 = 2000;
+
 /// Appends one event in one round trip on SQLite (three statements sent
 /// as one query: `$1` subject, `$2` event id, `$3` type, `$4` the encoded
 /// event without its sequence, `$5` time). The head is taken first, so
@@ -419,22 +422,57 @@ impl Outbox {
     /// moves the retention horizon past them; with `keep_unpublished` (a
     /// NATS relay runs), never past an event not yet published. Returns how
     /// many were deleted.
+    ///
+    /// It walks the outbox from its oldest event in position order, up to
+    /// the first one not older than `before`, [`PRUNE_CHUNK`] events per
+    /// transaction: no index on `created_at` is needed (every commit with
+    /// events writes one page fewer), and a large backlog never holds the
+    /// writer (SQLite has one) for long.
     pub async fn prune(&self, before: i64, keep_unpublished: bool) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        loop {
+            let (chunk, more) = self.prune_chunk(before, keep_unpublished).await?;
+            deleted += chunk;
+            if !more {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// One transaction of [`Outbox::prune`]: the deleted count, and whether
+    /// the chunk was all old enough (so there may be more).
+    async fn prune_chunk(
+        &self,
+        before: i64,
+        keep_unpublished: bool,
+    ) -> Result<(u64, bool), sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
-        let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(position) FROM outbox WHERE created_at < $1")
-                .bind(before)
-                .fetch_one(&mut *tx)
+        let oldest =
+            sqlx::query("SELECT position, created_at FROM outbox ORDER BY position LIMIT $1")
+                .bind(PRUNE_CHUNK)
+                .fetch_all(&mut *tx)
                 .await?;
+        let mut last = None;
+        for row in &oldest {
+            if row.try_get::<i64, _>("created_at")? >= before {
+                break;
+            }
+            last = Some(row.try_get::<i64, _>("position")?);
+        }
         let Some(mut last) = last else {
-            return Ok(0);
+            return Ok((0, false));
         };
+        let mut more = oldest.len() == PRUNE_CHUNK as usize
+            && oldest.last().and_then(|row| row.try_get("position").ok()) == Some(last);
         if keep_unpublished {
             let published_through: i64 =
                 sqlx::query_scalar("SELECT published_through FROM outbox_relay WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
-            last = last.min(published_through);
+            if published_through < last {
+                last = published_through;
+                more = false;
+            }
         }
         let deleted = sqlx::query("DELETE FROM outbox WHERE position <= $1")
             .bind(last)
@@ -448,7 +486,7 @@ impl Outbox {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(deleted)
+        Ok((deleted, more))
     }
 
     /// Prunes events older than `retention` now and every minute until

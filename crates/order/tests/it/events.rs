@@ -384,3 +384,48 @@ backend_test! {
         assert_eq!(rest.len(), events.len() - events.len() / 2 - 1);
     }
 }
+
+backend_test! {
+    async fn pruning_walks_from_the_oldest_in_chunks_and_stops_at_the_retention_line(db: &TestDatabase) {
+        use agora_interceptors::api::time::now_micros;
+        use agora_interceptors::outbox::Cursor;
+
+        let outbox = outbox_on(db).await;
+        let append = |count: usize| {
+            let outbox = outbox.clone();
+            async move {
+                let events: Vec<_> = (0..count)
+                    .map(|n| NewEvent::new(format!("order-{n}"), ev::event::Payload::OrderPlaced(ev::OrderPlaced::default())))
+                    .collect();
+                let mut tx = outbox.database().begin_write().await.unwrap();
+                let appended = outbox.append(&mut tx, &events).await.unwrap();
+                tx.commit().await.unwrap();
+                outbox.committed(appended);
+            }
+        };
+        // More old events than one prune transaction takes, then a few new ones.
+        for _ in 0..5 {
+            append(500).await;
+        }
+        let line = now_micros();
+        while now_micros() <= line {
+            std::hint::spin_loop();
+        }
+        append(3).await;
+
+        let pruned = outbox.prune(line + 1, false).await.unwrap();
+        assert_eq!(pruned, 2500, "every event older than the line, across chunks");
+        let Batch::Events(kept) = outbox.read_after(None, 100).await.unwrap() else {
+            panic!("the oldest kept events are readable");
+        };
+        assert_eq!(kept.iter().map(|e| e.position).collect::<Vec<_>>(), [2501, 2502, 2503]);
+        assert!(matches!(
+            outbox.read_after(Some(Cursor(2499)), 100).await.unwrap(),
+            Batch::Expired { oldest: Cursor(2500) }
+        ));
+        assert_eq!(outbox.prune(line + 1, false).await.unwrap(), 0, "nothing more is old enough");
+
+        // With a relay, never past what it published.
+        assert_eq!(outbox.prune(i64::MAX, true).await.unwrap(), 0, "nothing was published");
+    }
+}
