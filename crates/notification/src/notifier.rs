@@ -4,7 +4,9 @@
 //! [`RecordingNotifier`], which also keeps them in memory, for tests. An
 //! SMTP or webhook notifier plugs in behind the same trait; it receives each
 //! notification at least once (a crash between sending and recording sends
-//! again) and can deduplicate by `event_id`, which never changes.
+//! again: what was sent in the last [`crate::consumer::RECORD_WITHIN`] or
+//! so, since sends are recorded in batches) and can deduplicate by
+//! `event_id`, which never changes.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
