@@ -427,41 +427,30 @@ pub async fn process(
         }
         outcomes.push(outcome);
         if sending.elapsed() >= RECORD_WITHIN {
-            let done = outcomes.len();
-            record(
-                store,
-                &deliveries[recorded..done],
-                &mut outcomes[recorded..],
-                metrics,
-            )
-            .await?;
-            recorded = done;
+            recorded = record(store, deliveries, &mut outcomes, recorded, metrics).await?;
             sending = Instant::now();
         }
     }
-    let done = outcomes.len();
-    record(
-        store,
-        &deliveries[recorded..done],
-        &mut outcomes[recorded..],
-        metrics,
-    )
-    .await?;
+    record(store, deliveries, &mut outcomes, recorded, metrics).await?;
     outcomes.resize(deliveries.len(), Outcome::Stopped);
     Ok(outcomes)
 }
 
-/// Records processed `deliveries` (one feed's, in order) with their
-/// `outcomes` in one transaction, moving the cursor past the last; a sent
-/// event another delivery recorded first becomes a `Duplicate`.
+/// Records the processed deliveries from `from` on (one feed's, in order;
+/// `outcomes` holds one per processed delivery) in one transaction, moving
+/// the cursor past the last; a sent event another delivery recorded first
+/// becomes a `Duplicate`. Returns how many are recorded now.
 async fn record(
     store: &NotificationStore,
     deliveries: &[&Delivery],
     outcomes: &mut [Outcome],
+    from: usize,
     metrics: &ConsumerMetrics,
-) -> Result<(), crate::error::NotificationError> {
+) -> Result<usize, crate::error::NotificationError> {
+    let done = outcomes.len();
+    let (deliveries, outcomes) = (&deliveries[from..done], &mut outcomes[from..]);
     let Some(last) = deliveries.last() else {
-        return Ok(());
+        return Ok(done);
     };
     let mut written = Vec::new();
     let mut batch = Vec::new();
@@ -492,7 +481,7 @@ async fn record(
             Outcome::Skipped | Outcome::Stopped => {}
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Sends `notification` for `delivery`, up to `max_attempts` times with a
