@@ -14,7 +14,8 @@
 //! already in the inbox are skipped (one lookup); each other one is sent
 //! through the notifier, up to `max_attempts` times with a doubling backoff;
 //! then the batch's inbox rows, notifications and the feed's cursor are
-//! written in one transaction. An event still failing after its tries is
+//! written in one transaction (one per [`RECORD_WITHIN`] of sending, for a
+//! slow notifier). An event still failing after its tries is
 //! written as a dead letter instead, in the same transaction, and the feed
 //! moves on. A crash anywhere leaves the cursor after the last batch fully
 //! recorded: the next start delivers the rest again, and the inbox drops
