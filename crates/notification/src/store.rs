@@ -97,12 +97,6 @@ impl NotificationStore {
         Ok(query.fetch_all(self.db.pool()).await?.into_iter().collect())
     }
 
-    /// Moves `source`'s cursor past events that need no processing (or
-    /// were processed already).
-    pub async fn skip(&self, source: &str, cursor: &str) -> Result<(), NotificationError> {
-        self.record(source, cursor, &[]).await.map(drop)
-    }
-
     /// Records a batch of processed deliveries of one feed and moves its
     /// cursor to `cursor` (the one after the batch's last event; empty for
     /// JetStream, whose durable consumer keeps the position), in one

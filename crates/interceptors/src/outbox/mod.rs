@@ -452,18 +452,19 @@ impl Outbox {
                 .bind(PRUNE_CHUNK)
                 .fetch_all(&mut *tx)
                 .await?;
-        let mut last = None;
+        let mut old_enough: usize = 0;
         for row in &oldest {
             if row.try_get::<i64, _>("created_at")? >= before {
                 break;
             }
-            last = Some(row.try_get::<i64, _>("position")?);
+            old_enough += 1;
         }
-        let Some(mut last) = last else {
+        let Some(last) = old_enough.checked_sub(1).map(|i| &oldest[i]) else {
             return Ok((0, false));
         };
-        let mut more = oldest.len() == PRUNE_CHUNK as usize
-            && oldest.last().and_then(|row| row.try_get("position").ok()) == Some(last);
+        let mut last: i64 = last.try_get("position")?;
+        // The whole chunk was old enough: the next may be too.
+        let mut more = old_enough == PRUNE_CHUNK as usize;
         if keep_unpublished {
             let published_through: i64 =
                 sqlx::query_scalar("SELECT published_through FROM outbox_relay WHERE id = 1")
