@@ -9,18 +9,19 @@
 //! (`outbox`, `outbox_head`, `outbox_sequences`, `outbox_relay`), identical
 //! in every service.
 //!
-//! **Order.** Every event gets a *position*, taken from the one-row
-//! `outbox_head` counter inside the writing transaction. The counter's row
-//! stays locked until that transaction ends, so positions are handed out in
-//! commit order with no gaps (PostgreSQL: writers of events queue on that
-//! row for the length of their commit; SQLite has one writer anyway): a
-//! reader that has seen position `p` never later finds a committed event
-//! below `p`. That is what makes the position a safe cursor. Each event also
-//! gets a per-aggregate `sequence` (1, 2, 3 … per subject) from
-//! `outbox_sequences`. An event is appended in one round trip to the
-//! database (three statements in one query on SQLite, one statement on
-//! PostgreSQL), so the sequence is assigned there and kept in its own
-//! column: the stored `event` bytes lack it, and every reader merges it in.
+//! **Order.** Every event gets a *position*, handed out in commit order with
+//! no gaps inside the writing transaction: on PostgreSQL from the one-row
+//! `outbox_head` counter, whose row stays locked until that transaction
+//! ends (writers of events queue on it for the length of their commit); on
+//! SQLite, which has one writer, as one past the highest position written.
+//! So a reader that has seen position `p` never later finds a committed
+//! event below `p`. That is what makes the position a safe cursor. Each
+//! event also gets a per-aggregate `sequence` (1, 2, 3 … per subject) from
+//! `outbox_sequences`. A transaction's events are appended in one round
+//! trip to the database on SQLite (two statements per event in one query;
+//! one statement per event on PostgreSQL), so the sequence is assigned
+//! there and kept in its own column: the stored `event` bytes lack it, and
+//! every reader merges it in.
 //!
 //! **Followers** ([`Outbox::follow`], the feed) wake on this process's
 //! commits through a `tokio::sync::watch` channel (a wake-up is never lost:
@@ -83,22 +84,52 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 /// Events deleted per transaction when pruning.
 const PRUNE_CHUNK: i64 = 2000;
 
-/// Appends one event in one round trip on SQLite (three statements sent
-/// as one query: `$1` subject, `$2` event id, `$3` type, `$4` the encoded
-/// event without its sequence, `$5` time). The head is taken first, so
-/// writers of events queue on that one row before touching any other.
+/// Appends one event on SQLite, as two statements (`$1` subject, `$2`
+/// event id, `$3` type, `$4` the encoded event without its sequence, `$5`
+/// time); [`sqlite_append_sql`] sends all of a transaction's events as one
+/// query. SQLite has one writer, so the next position is simply one past
+/// the highest written (never below the head's `position`, the counter
+/// older rows used, or `pruned_through`, so a position is never reused
+/// after pruning): no counter row is rewritten, one page fewer per commit.
 const APPEND_SQLITE: &str = "\
-    UPDATE outbox_head SET position = position + 1 WHERE id = 1; \
     INSERT INTO outbox_sequences (subject, last_sequence) VALUES ($1, 1) \
         ON CONFLICT (subject) DO UPDATE SET last_sequence = outbox_sequences.last_sequence + 1; \
-    INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) \
-        SELECT head.position, $2, $3, $1, sequences.last_sequence, $4, $5 \
-        FROM outbox_head head, outbox_sequences sequences \
-        WHERE head.id = 1 AND sequences.subject = $1";
+    INSERT INTO outbox (position, event_id, event_type, subject, sequence, event, created_at) VALUES ( \
+        (SELECT MAX(head.position, head.pruned_through, COALESCE((SELECT MAX(position) FROM outbox), 0)) + 1 \
+            FROM outbox_head head WHERE head.id = 1), \
+        $2, $3, $1, (SELECT last_sequence FROM outbox_sequences WHERE subject = $1), $4, $5);";
 
-/// The same as one PostgreSQL statement (a prepared statement holds only
-/// one): the sequence's upsert reads from the head's update, so the head
-/// row is locked first here too.
+/// The parameters of one event in [`APPEND_SQLITE`] and [`APPEND_POSTGRES`].
+const APPEND_PARAMETERS: usize = 5;
+
+/// The most events appended in one SQLite query: far more than a change
+/// causes, and far fewer parameters than SQLite allows in one query.
+const APPEND_CHUNK: usize = 64;
+
+/// `count` events appended as one SQLite query (one round trip to the
+/// connection's worker thread): [`APPEND_SQLITE`] once per event, the
+/// `n`-th (from 0) with its parameters numbered from `5n + 1`.
+fn sqlite_append_sql(count: usize) -> String {
+    let mut sql = String::with_capacity(count * APPEND_SQLITE.len());
+    for n in 0..count {
+        let mut rest = APPEND_SQLITE;
+        while let Some(dollar) = rest.find('$') {
+            sql.push_str(&rest[..=dollar]);
+            rest = &rest[dollar + 1..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            let parameter: usize = rest[..digits].parse().expect("a numbered parameter");
+            sql.push_str(&(parameter + n * APPEND_PARAMETERS).to_string());
+            rest = &rest[digits..];
+        }
+        sql.push_str(rest);
+    }
+    sql
+}
+
+/// One event as one PostgreSQL statement (a prepared statement holds only
+/// one), sent once per event: the head's counter is taken first and its row
+/// stays locked until the commit, so concurrent writers of events commit
+/// in position order; the sequence's upsert reads from the head's update.
 const APPEND_POSTGRES: &str = "\
     WITH head AS ( \
         UPDATE outbox_head SET position = position + 1 WHERE id = 1 RETURNING position \
@@ -293,9 +324,10 @@ impl Outbox {
     }
 
     /// Appends `events` inside `tx`, the transaction of the change that
-    /// causes them; call it as the transaction's last writes (it takes the
-    /// outbox's position lock, held until the transaction ends). Returns how
-    /// many were appended, for [`Outbox::committed`].
+    /// causes them; call it as the transaction's last writes (on PostgreSQL
+    /// it takes the outbox's position lock, held until the transaction
+    /// ends), in one call per transaction (one round trip on SQLite).
+    /// Returns how many were appended, for [`Outbox::committed`].
     pub async fn append(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -306,33 +338,61 @@ impl Outbox {
         }
         let now = now_micros();
         let (traceparent, tracestate) = current_trace_context();
-        let sql = match self.db.backend() {
-            Backend::Sqlite => APPEND_SQLITE,
-            Backend::Postgres => APPEND_POSTGRES,
-        };
-        for new in events {
-            let kind = event_type(&new.payload);
-            // Stored without its sequence, which the database assigns in
-            // the same round trip; readers merge it back in.
-            let event = pb::Event {
-                id: uuid::Uuid::now_v7().to_string(),
-                source: self.source.to_owned(),
-                r#type: kind.to_owned(),
-                subject: new.subject.clone(),
-                time: Some(timestamp_from_micros(now)),
-                sequence: 0,
-                traceparent: traceparent.clone(),
-                tracestate: tracestate.clone(),
-                payload: Some(new.payload.clone()),
-            };
-            sqlx::query(sql)
-                .bind(new.subject.clone())
-                .bind(event.id.clone())
-                .bind(kind)
-                .bind(event.encode_to_vec())
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
+        // Stored without its sequence, which the database assigns in the
+        // same round trip; readers merge it back in.
+        let encoded: Vec<(String, String, &str, Vec<u8>)> = events
+            .iter()
+            .map(|new| {
+                let kind = event_type(&new.payload);
+                let event = pb::Event {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    source: self.source.to_owned(),
+                    r#type: kind.to_owned(),
+                    subject: new.subject.clone(),
+                    time: Some(timestamp_from_micros(now)),
+                    sequence: 0,
+                    traceparent: traceparent.clone(),
+                    tracestate: tracestate.clone(),
+                    payload: Some(new.payload.clone()),
+                };
+                (
+                    new.subject.clone(),
+                    event.id.clone(),
+                    kind,
+                    event.encode_to_vec(),
+                )
+            })
+            .collect();
+        match self.db.backend() {
+            Backend::Sqlite => {
+                let mut encoded = encoded.into_iter().peekable();
+                while encoded.peek().is_some() {
+                    let chunk: Vec<_> = encoded.by_ref().take(APPEND_CHUNK).collect();
+                    let sql = sqlite_append_sql(chunk.len());
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (subject, id, kind, event) in chunk {
+                        query = query
+                            .bind(subject)
+                            .bind(id)
+                            .bind(kind)
+                            .bind(event)
+                            .bind(now);
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+            }
+            Backend::Postgres => {
+                for (subject, id, kind, event) in encoded {
+                    sqlx::query(APPEND_POSTGRES)
+                        .bind(subject)
+                        .bind(id)
+                        .bind(kind)
+                        .bind(event)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
         }
         Ok(events.len())
     }
@@ -382,11 +442,20 @@ impl Outbox {
         // Otherwise one transaction: the horizon and the rows from one
         // snapshot.
         let mut tx = self.db.pool().begin().await?;
-        let head = sqlx::query("SELECT position, pruned_through FROM outbox_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        let head_position: i64 = head.try_get("position")?;
+        // The last position written: the head's counter (PostgreSQL), or
+        // the highest row (SQLite, which does not move the counter), or
+        // the last pruned when none is left.
+        let head = sqlx::query(
+            "SELECT position, pruned_through, (SELECT MAX(position) FROM outbox) AS last \
+             FROM outbox_head WHERE id = 1",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let pruned_through: i64 = head.try_get("pruned_through")?;
+        let head_position = head
+            .try_get::<i64, _>("position")?
+            .max(head.try_get::<Option<i64>, _>("last")?.unwrap_or(0))
+            .max(pruned_through);
         let after = after.map_or(pruned_through, |cursor| cursor.0);
         if after < pruned_through {
             return Ok(Batch::Expired {

@@ -427,5 +427,18 @@ backend_test! {
 
         // With a relay, never past what it published.
         assert_eq!(outbox.prune(i64::MAX, true).await.unwrap(), 0, "nothing was published");
+
+        // Pruned to empty, the outbox still never hands out a position twice.
+        assert_eq!(outbox.prune(i64::MAX, false).await.unwrap(), 3);
+        let Batch::Events(none) = outbox.read_after(Some(Cursor(2503)), 100).await.unwrap() else {
+            panic!("the last cursor is still valid when everything was pruned");
+        };
+        assert!(none.is_empty());
+        append(2).await;
+        let Batch::Events(next) = outbox.read_after(Some(Cursor(2503)), 100).await.unwrap() else {
+            panic!("the events after the last pruned are readable");
+        };
+        assert_eq!(next.iter().map(|e| e.position).collect::<Vec<_>>(), [2504, 2505]);
+        assert_eq!(next.iter().map(|e| e.event.sequence).collect::<Vec<_>>(), [7, 7], "order-0 and order-1 go on: six events each before");
     }
 }
