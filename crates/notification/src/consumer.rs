@@ -10,7 +10,8 @@
 //! NOTHING` and the notification only when that insert did, in one
 //! transaction. From JetStream, replicas share the durable consumer instead.
 //!
-//! Per batch (what the feed has ready, up to [`BATCH`] events): events
+//! Per batch (what the feed delivers within [`GATHER`] of a batch's first
+//! event, up to [`BATCH`] events): events
 //! already in the inbox are skipped (one lookup); each other one is sent
 //! through the notifier, up to `max_attempts` times with a doubling backoff;
 //! then the batch's inbox rows, notifications and the feed's cursor are
@@ -186,7 +187,7 @@ async fn consume(
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream.ready_chunks(BATCH));
+        let mut stream = std::pin::pin!(batches(stream));
         let mut renew = tokio::time::interval(lease.renew_every());
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
@@ -247,7 +248,7 @@ pub async fn run_jetstream(
                 continue;
             }
         };
-        let mut stream = std::pin::pin!(stream.ready_chunks(BATCH));
+        let mut stream = std::pin::pin!(batches(stream));
         'messages: loop {
             let next = tokio::select! {
                 () = stop.cancelled() => return,
@@ -357,9 +358,21 @@ pub enum Outcome {
     Stopped,
 }
 
-/// The most events processed, and recorded in one transaction, at once:
-/// what a feed has ready, up to this many.
+/// The most events processed, and recorded in one transaction, at once.
 pub const BATCH: usize = 32;
+
+/// How long a batch gathers events after its first one. Under load a feed
+/// delivers a few events every few milliseconds; gathering them for this
+/// long makes one inbox lookup and one recording transaction serve many
+/// (each is a round trip to the database's worker thread, the suite's main
+/// cost), for at most this much delay on a notification.
+pub const GATHER: Duration = Duration::from_millis(25);
+
+/// `stream`'s items in batches of up to [`BATCH`], each gathered for at
+/// most [`GATHER`] from its first item.
+fn batches<S: futures::Stream>(stream: S) -> impl futures::Stream<Item = Vec<S::Item>> {
+    tokio_stream::StreamExt::chunks_timeout(stream, BATCH, GATHER)
+}
 
 /// The items before the first error, and that error.
 fn until_error<T, E>(items: Vec<Result<T, E>>) -> (Vec<T>, Option<E>) {

@@ -142,7 +142,8 @@ fn feed_error(status: tonic::Status) -> FeedError {
 }
 
 pub use jetstream::{
-    ACK_WAIT, DLQ_SOURCE, DURABLE, JetStreamDelivery, JetStreamFeed, dead_letter_subject,
+    ACK_WAIT, DLQ_SOURCE, JetStreamDelivery, JetStreamFeed, LEGACY_DURABLE, dead_letter_subject,
+    durable_name,
 };
 
 /// The producers' JetStream streams.
@@ -159,8 +160,23 @@ mod jetstream {
     use crate::domain::Delivery;
     use crate::events;
 
-    /// The name of the JetStream durable consumer this service reads with.
-    pub const DURABLE: &str = "agora-notification";
+    /// The JetStream durable consumer this service reads an event type
+    /// with: `agora-notification-<EventName>` (`agora-notification-
+    /// OrderConfirmed` for `agora.order.OrderConfirmed`), filtered to that
+    /// type's subject, so the broker never sends the events it would skip
+    /// (OrderPlaced, PaymentCaptured: most of each stream). One consumer per
+    /// type because nats-server before 2.10 filters a consumer by one
+    /// subject only.
+    pub fn durable_name(event_type: &str) -> String {
+        let name = event_type.rsplit('.').next().unwrap_or(event_type);
+        format!("agora-notification-{name}")
+    }
+
+    /// The one durable consumer per stream that earlier versions read
+    /// every event of the stream with. When it exists, the per-type
+    /// consumers start after its acknowledged floor (the inbox drops what
+    /// it had already processed past it), and it is deleted.
+    pub const LEGACY_DURABLE: &str = "agora-notification";
 
     /// How long JetStream waits for a message's acknowledgement before it
     /// redelivers it; a message still being tried says it is in progress
@@ -276,22 +292,39 @@ mod jetstream {
     }
 
     /// A producer's JetStream stream (`AGORA_<CONTEXT>`, created by its relay),
-    /// read with the durable pull consumer [`DURABLE`]: JetStream keeps the
-    /// position, and redelivers what was not acknowledged.
+    /// read with one durable pull consumer per consumed type
+    /// ([`durable_name`]): JetStream keeps their positions, and redelivers
+    /// what was not acknowledged.
     #[derive(Clone, Debug)]
     pub struct JetStreamFeed {
         /// The producer's CloudEvents source, e.g. `agora/order`.
         pub source: &'static str,
+        types: &'static [&'static str],
         settings: RelaySettings,
     }
 
     impl JetStreamFeed {
-        /// The feed of `source` on the NATS server of `settings`.
-        pub fn new(source: &'static str, settings: RelaySettings) -> Self {
-            Self { source, settings }
+        /// The order events this service consumes, on the NATS server of
+        /// `settings`.
+        pub fn order(settings: RelaySettings) -> Self {
+            Self {
+                source: "agora/order",
+                types: events::ORDER_TYPES,
+                settings,
+            }
         }
 
-        /// The durable consumer's messages, oldest unacknowledged first.
+        /// The payment events this service consumes.
+        pub fn payment(settings: RelaySettings) -> Self {
+            Self {
+                source: "agora/payment",
+                types: events::PAYMENT_TYPES,
+                settings,
+            }
+        }
+
+        /// The durable consumers' messages, merged; each consumer's oldest
+        /// unacknowledged first.
         pub async fn messages(
             &self,
         ) -> Result<
@@ -313,24 +346,51 @@ mod jetstream {
                 .get_stream(self.settings.stream_name(self.source))
                 .await
                 .map_err(|e| unavailable("finding the stream", &e))?;
-            let consumer = stream
-                .get_or_create_consumer(
-                    DURABLE,
-                    pull::Config {
-                        durable_name: Some(DURABLE.to_owned()),
-                        deliver_policy: DeliverPolicy::All,
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: ACK_WAIT,
-                        filter_subject: self.settings.stream_subjects(self.source),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| unavailable("creating the durable consumer", &e))?;
-            let messages = consumer
-                .messages()
-                .await
-                .map_err(|e| unavailable("reading the durable consumer", &e))?;
+            // Upgrading from the one consumer of every type: go on after
+            // what it acknowledged.
+            let legacy = match stream.consumer_info(LEGACY_DURABLE).await {
+                Ok(info) => Some(info.ack_floor.stream_sequence + 1),
+                Err(_) => None,
+            };
+            let deliver_policy = match legacy {
+                Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+                None => DeliverPolicy::All,
+            };
+            let mut all = Vec::with_capacity(self.types.len());
+            for event_type in self.types {
+                let durable = durable_name(event_type);
+                let consumer = stream
+                    .get_or_create_consumer(
+                        &durable,
+                        pull::Config {
+                            durable_name: Some(durable.clone()),
+                            deliver_policy,
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: ACK_WAIT,
+                            filter_subject: self.settings.subject(event_type),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| unavailable("creating the durable consumer", &e))?;
+                all.push(
+                    consumer
+                        .messages()
+                        .await
+                        .map_err(|e| unavailable("reading the durable consumer", &e))?,
+                );
+            }
+            if legacy.is_some() {
+                // Another replica may have deleted it first.
+                if let Err(error) = stream.delete_consumer(LEGACY_DURABLE).await {
+                    tracing::debug!(%error, "the earlier durable consumer is gone already");
+                }
+                tracing::info!(
+                    source = self.source,
+                    "replaced the durable consumer of every event type with one per consumed type"
+                );
+            }
+            let messages = futures::stream::select_all(all);
             let source = self.source;
             let settings = self.settings.clone();
             Ok(messages.map(move |message| {

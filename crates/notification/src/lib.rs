@@ -128,8 +128,8 @@ pub async fn serve_with(
             url,
             prefix: config.serve.nats_subject_prefix.clone(),
         };
-        let order = downstream::JetStreamFeed::new(order_feed.source, nats.clone());
-        let payment = downstream::JetStreamFeed::new(payment_feed.source, nats);
+        let order = downstream::JetStreamFeed::order(nats.clone());
+        let payment = downstream::JetStreamFeed::payment(nats);
         return host
             .background("order events (JetStream)", move |stop| {
                 consumer::run_jetstream(

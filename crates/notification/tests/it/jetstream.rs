@@ -1,6 +1,8 @@
 //! With NATS: the notification service reads the
-//! order stream through its JetStream durable consumer, one notification
-//! per event, also across a crash; an event whose notification keeps
+//! order stream through its JetStream durable consumers (one per consumed
+//! type), one notification per event, also across a crash; an upgrade from
+//! the single durable consumer of earlier versions goes on after what it
+//! acknowledged; an event whose notification keeps
 //! failing is a dead letter in the table and, once, on the dead-letter
 //! stream, and is replayed once. Needs a nats-server with JetStream at
 //! 127.0.0.1:4222; without one it prints a note and passes, unless
@@ -14,7 +16,7 @@ use agora_interceptors::outbox::relay::{self, RelaySettings};
 use agora_interceptors::outbox::{NewEvent, Outbox};
 use std::sync::atomic::Ordering;
 
-use agora_notification::downstream::{DLQ_SOURCE, DURABLE};
+use agora_notification::downstream::{DLQ_SOURCE, LEGACY_DURABLE, durable_name};
 use agora_notification::{Notifier, RecordingNotifier};
 use agora_proto::events::v1 as ev;
 use agora_proto::notification::v1 as pb;
@@ -154,7 +156,7 @@ backend_test! {
         let js = relay::async_nats::jetstream::new(relay::async_nats::connect(settings.url.as_str()).await.unwrap());
         let order_stream = js.get_stream(settings.stream_name("agora/order")).await.unwrap();
         let settled = || async {
-            let info = order_stream.consumer_info(DURABLE).await.unwrap();
+            let info = order_stream.consumer_info(durable_name("agora.order.OrderConfirmed")).await.unwrap();
             (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
         };
         eventually("the durable consumer settled", Duration::from_secs(30), settled).await;
@@ -202,6 +204,66 @@ backend_test! {
         relay.await.unwrap();
         js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
         js.delete_stream(settings.stream_name(DLQ_SOURCE)).await.unwrap();
+        notes_db.cleanup().await;
+    }
+}
+
+backend_test! {
+    async fn an_upgrade_from_the_single_durable_consumer_goes_on_after_what_it_acknowledged(db: &TestDatabase) {
+        if !agora_testkit::nats::nats_available(NATS).await {
+            return;
+        }
+        use futures::StreamExt;
+        use relay::async_nats::jetstream::consumer::{AckPolicy, pull};
+
+        // Three confirmed orders on the stream; an earlier version's single
+        // consumer processed and acknowledged the first two.
+        let settings = fresh_settings(&format!("nats://{NATS}"));
+        let users: Vec<String> = (0..3).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        let (stop_relay, relay) = confirmed_orders(db, &settings, &users.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let js = relay::async_nats::jetstream::new(relay::async_nats::connect(settings.url.as_str()).await.unwrap());
+        let order_stream = eventually("the three events on the stream", Duration::from_secs(30), || {
+            let js = js.clone();
+            let name = settings.stream_name("agora/order");
+            async move {
+                let mut stream = js.get_stream(name).await.ok()?;
+                (stream.info().await.ok()?.state.messages == 3).then_some(stream)
+            }
+        })
+        .await;
+        let legacy = order_stream
+            .create_consumer(pull::Config {
+                durable_name: Some(LEGACY_DURABLE.to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                filter_subject: settings.stream_subjects("agora/order"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut batch = legacy.fetch().max_messages(2).messages().await.unwrap();
+        while let Some(message) = batch.next().await {
+            message.unwrap().double_ack().await.unwrap();
+        }
+
+        let keys = Keys::new();
+        let notes_db = TestDatabase::like(db).await;
+        let server = start_on_nats(&notes_db, &keys, &settings, Arc::new(RecordingNotifier::new()), 3).await;
+        let admin = keys.admin_token();
+        let sent = wait_for_notifications(&server, &admin, 1).await;
+        eventually("the per-type consumer settled", Duration::from_secs(30), || async {
+            let info = order_stream.consumer_info(durable_name("agora.order.OrderConfirmed")).await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        })
+        .await;
+        let sent_now = wait_for_notifications(&server, &admin, 1).await;
+        assert_eq!(sent_now.len(), 1, "only the event the old consumer had not acknowledged: {sent_now:#?}");
+        assert_eq!(sent[0].user_id, users[2]);
+        assert!(order_stream.consumer_info(LEGACY_DURABLE).await.is_err(), "the old consumer is deleted");
+
+        server.stop().await;
+        stop_relay.cancel();
+        relay.await.unwrap();
+        js.delete_stream(settings.stream_name("agora/order")).await.unwrap();
         notes_db.cleanup().await;
     }
 }
