@@ -271,19 +271,29 @@ impl OrderStore {
             }
             Err(error) => return Err(error.into()),
         }
-        for (line_no, (sku, quantity)) in order.cart.lines().iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, $2, $3, $4)",
+        // The lines and the OrderPlaced event: one round trip (a cart has at
+        // least one line).
+        let lines = order.cart.lines();
+        let placed = events::placed(id, order.customer, lines);
+        let appended = self
+            .outbox
+            .execute_and_append(
+                &mut tx,
+                &insert_lines_sql(lines.len()),
+                LINE_COLUMNS * lines.len(),
+                |mut insert| {
+                    for (line_no, (sku, quantity)) in lines.iter().enumerate() {
+                        insert = insert
+                            .bind(id.to_string())
+                            .bind(line_no as i64)
+                            .bind(sku.as_str().to_owned())
+                            .bind(quantity.get());
+                    }
+                    insert
+                },
+                &[placed],
             )
-            .bind(id.to_string())
-            .bind(line_no as i64)
-            .bind(sku.as_str().to_owned())
-            .bind(quantity.get())
-            .execute(&mut *tx)
             .await?;
-        }
-        let placed = events::placed(id, order.customer, order.cart.lines());
-        let appended = self.outbox.append(&mut tx, &[placed]).await?;
         tx.commit().await?;
         self.outbox.committed(appended);
         self.announce(id);
@@ -587,22 +597,6 @@ impl OrderStore {
         };
         let step_count: i64 = updated.try_get("step_count")?;
         let first_seq = step_count - change.steps.len() as i64 + 1;
-        if !change.steps.is_empty() {
-            // All of the transition's steps in one statement (one round trip).
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(insert_steps_sql(change.steps.len())));
-            for (offset, step) in change.steps.iter().enumerate() {
-                insert = insert
-                    .bind(id.to_string())
-                    .bind(first_seq + offset as i64)
-                    .bind(step.step.as_str().to_owned())
-                    .bind(step.status.as_str().to_owned())
-                    .bind(i64::from(step.attempt))
-                    .bind(step.effect.as_str().to_owned())
-                    .bind(truncate(&step.detail, 1000))
-                    .bind(now);
-            }
-            insert.execute(&mut *tx).await?;
-        }
         if let Some(prices) = &change.prices {
             for (sku, price) in &prices.lines {
                 sqlx::query(
@@ -633,7 +627,33 @@ impl OrderStore {
             ),
             None => None,
         };
-        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
+        // The steps and the event: one round trip.
+        let appended = if change.steps.is_empty() {
+            self.outbox.append(&mut tx, event.as_slice()).await?
+        } else {
+            self.outbox
+                .execute_and_append(
+                    &mut tx,
+                    &insert_steps_sql(change.steps.len()),
+                    STEP_COLUMNS * change.steps.len(),
+                    |mut insert| {
+                        for (offset, step) in change.steps.iter().enumerate() {
+                            insert = insert
+                                .bind(id.to_string())
+                                .bind(first_seq + offset as i64)
+                                .bind(step.step.as_str().to_owned())
+                                .bind(step.status.as_str().to_owned())
+                                .bind(i64::from(step.attempt))
+                                .bind(step.effect.as_str().to_owned())
+                                .bind(truncate(&step.detail, 1000))
+                                .bind(now);
+                        }
+                        insert
+                    },
+                    event.as_slice(),
+                )
+                .await?
+        };
         tx.commit().await?;
         self.outbox.committed(appended);
         self.announce(id);
@@ -700,10 +720,23 @@ impl OrderChanges {
 
 /// `INSERT INTO saga_steps … VALUES (…), (…)` for `rows` steps, eight
 /// placeholders each. Only the count varies: the text is ours.
+/// The columns of one saga step in [`insert_steps_sql`].
+const STEP_COLUMNS: usize = 8;
+
 fn insert_steps_sql(rows: usize) -> String {
     format!(
         "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) VALUES {}",
-        db::value_rows(8, rows)
+        db::value_rows(STEP_COLUMNS, rows)
+    )
+}
+
+/// The columns of one order line in [`insert_lines_sql`].
+const LINE_COLUMNS: usize = 4;
+
+fn insert_lines_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES {}",
+        db::value_rows(LINE_COLUMNS, rows)
     )
 }
 

@@ -108,8 +108,9 @@ const APPEND_CHUNK: usize = 64;
 
 /// `count` events appended as one SQLite query (one round trip to the
 /// connection's worker thread): [`APPEND_SQLITE`] once per event, the
-/// `n`-th (from 0) with its parameters numbered from `5n + 1`.
-fn sqlite_append_sql(count: usize) -> String {
+/// `n`-th (from 0) with its parameters numbered from `after + 5n + 1`
+/// (`after`: the parameters of a statement sent before them in the query).
+fn sqlite_append_sql(after: usize, count: usize) -> String {
     let mut sql = String::with_capacity(count * APPEND_SQLITE.len());
     for n in 0..count {
         let mut rest = APPEND_SQLITE;
@@ -118,7 +119,7 @@ fn sqlite_append_sql(count: usize) -> String {
             rest = &rest[dollar + 1..];
             let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
             let parameter: usize = rest[..digits].parse().expect("a numbered parameter");
-            sql.push_str(&(parameter + n * APPEND_PARAMETERS).to_string());
+            sql.push_str(&(parameter + after + n * APPEND_PARAMETERS).to_string());
             rest = &rest[digits..];
         }
         sql.push_str(rest);
@@ -206,6 +207,33 @@ impl NewEvent {
             payload,
         }
     }
+}
+
+/// A query whose SQL is owned, bound with owned values: what
+/// [`Outbox::execute_and_append`] runs before the events.
+pub type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// One event ready to append: the five parameters of [`APPEND_SQLITE`] and
+/// [`APPEND_POSTGRES`].
+struct EncodedEvent {
+    subject: String,
+    id: String,
+    kind: &'static str,
+    event: Vec<u8>,
+    created_at: i64,
+}
+
+/// Binds `events`' parameters after `query`'s own.
+fn bind_events(mut query: AnyQuery, events: impl IntoIterator<Item = EncodedEvent>) -> AnyQuery {
+    for event in events {
+        query = query
+            .bind(event.subject)
+            .bind(event.id)
+            .bind(event.kind)
+            .bind(event.event)
+            .bind(event.created_at);
+    }
+    query
 }
 
 /// An event as stored, with its position.
@@ -336,11 +364,69 @@ impl Outbox {
         if events.is_empty() {
             return Ok(0);
         }
+        let encoded = self.encode(events);
+        match self.db.backend() {
+            Backend::Sqlite => {
+                let mut encoded = encoded.into_iter().peekable();
+                while encoded.peek().is_some() {
+                    let chunk: Vec<_> = encoded.by_ref().take(APPEND_CHUNK).collect();
+                    let sql = sqlite_append_sql(0, chunk.len());
+                    bind_events(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+            Backend::Postgres => {
+                for event in encoded {
+                    bind_events(sqlx::query(APPEND_POSTGRES), [event])
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+        }
+        Ok(events.len())
+    }
+
+    /// Executes `statement` (`sql`, numbering `parameters` parameters from
+    /// `$1`, bound by `bind`) and then appends `events`, as
+    /// [`Outbox::append`] does, in the same round trip on SQLite: the
+    /// transaction's last statement and its events are one query, so events
+    /// add no hand-off to the connection's thread to a transaction that
+    /// holds the single writer. On PostgreSQL (one statement per prepared
+    /// query) they are sent one after the other. Returns how many events
+    /// were appended, for [`Outbox::committed`].
+    pub async fn execute_and_append(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        sql: &str,
+        parameters: usize,
+        bind: impl FnOnce(AnyQuery) -> AnyQuery,
+        events: &[NewEvent],
+    ) -> Result<usize, sqlx::Error> {
+        if self.db.backend() == Backend::Postgres
+            || events.is_empty()
+            || events.len() > APPEND_CHUNK
+        {
+            bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())))
+                .execute(&mut **tx)
+                .await?;
+            return self.append(tx, events).await;
+        }
+        let sql = format!("{sql}; {}", sqlite_append_sql(parameters, events.len()));
+        let statement = bind(sqlx::query(sqlx::AssertSqlSafe(sql)));
+        bind_events(statement, self.encode(events))
+            .execute(&mut **tx)
+            .await?;
+        Ok(events.len())
+    }
+
+    /// `events` with their envelopes, encoded without their sequence (which
+    /// the database assigns in the same round trip; readers merge it back
+    /// in), ready to bind.
+    fn encode(&self, events: &[NewEvent]) -> Vec<EncodedEvent> {
         let now = now_micros();
         let (traceparent, tracestate) = current_trace_context();
-        // Stored without its sequence, which the database assigns in the
-        // same round trip; readers merge it back in.
-        let encoded: Vec<(String, String, &str, Vec<u8>)> = events
+        events
             .iter()
             .map(|new| {
                 let kind = event_type(&new.payload);
@@ -355,46 +441,15 @@ impl Outbox {
                     tracestate: tracestate.clone(),
                     payload: Some(new.payload.clone()),
                 };
-                (
-                    new.subject.clone(),
-                    event.id.clone(),
+                EncodedEvent {
+                    subject: new.subject.clone(),
+                    id: event.id.clone(),
                     kind,
-                    event.encode_to_vec(),
-                )
+                    event: event.encode_to_vec(),
+                    created_at: now,
+                }
             })
-            .collect();
-        match self.db.backend() {
-            Backend::Sqlite => {
-                let mut encoded = encoded.into_iter().peekable();
-                while encoded.peek().is_some() {
-                    let chunk: Vec<_> = encoded.by_ref().take(APPEND_CHUNK).collect();
-                    let sql = sqlite_append_sql(chunk.len());
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (subject, id, kind, event) in chunk {
-                        query = query
-                            .bind(subject)
-                            .bind(id)
-                            .bind(kind)
-                            .bind(event)
-                            .bind(now);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
-            }
-            Backend::Postgres => {
-                for (subject, id, kind, event) in encoded {
-                    sqlx::query(APPEND_POSTGRES)
-                        .bind(subject)
-                        .bind(id)
-                        .bind(kind)
-                        .bind(event)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
-        }
-        Ok(events.len())
+            .collect()
     }
 
     /// Tells followers that a transaction holding `appended` events (from

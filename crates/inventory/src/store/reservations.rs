@@ -172,17 +172,24 @@ impl Reservations {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE reservations SET currency_code = $1, total_minor = $2 WHERE order_id = $3",
-        )
-        .bind(currency.code())
-        .bind(total_minor)
-        .bind(order_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // The reservation's totals and its events: one round trip.
         let mut changes = vec![events::reserved(order_id, &reserved)];
         changes.append(&mut low);
-        let appended = self.outbox.append(&mut tx, &changes).await?;
+        let appended = self
+            .outbox
+            .execute_and_append(
+                &mut tx,
+                "UPDATE reservations SET currency_code = $1, total_minor = $2 WHERE order_id = $3",
+                3,
+                |update| {
+                    update
+                        .bind(currency.code())
+                        .bind(total_minor)
+                        .bind(order_id.to_string())
+                },
+                &changes,
+            )
+            .await?;
         tx.commit().await?;
         self.outbox.committed(appended);
         Ok(Reservation {
