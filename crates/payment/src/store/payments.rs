@@ -292,14 +292,6 @@ impl PaymentStore {
         let Some(mut tx) = self.begin_guarded(resolve).await? else {
             return Ok(false);
         };
-        append_transition(
-            &mut tx,
-            id,
-            resolution.state,
-            resolution.reason.clone(),
-            now,
-        )
-        .await?;
         let row = sqlx::query(
             "SELECT order_id, user_id, amount_minor, currency_code FROM payments \
              WHERE payment_id = $1",
@@ -320,7 +312,23 @@ impl PaymentStore {
                 currency: row.try_get("currency_code")?,
             },
         );
-        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
+        // The transition's history row and the event: one round trip.
+        let appended = self
+            .outbox
+            .execute_and_append(
+                &mut tx,
+                INSERT_TRANSITION,
+                4,
+                |insert| {
+                    insert
+                        .bind(id.to_string())
+                        .bind(resolution.state.as_str())
+                        .bind(resolution.reason.clone())
+                        .bind(now)
+                },
+                event.as_slice(),
+            )
+            .await?;
         tx.commit().await?;
         self.outbox.committed(appended);
         Ok(true)
@@ -392,6 +400,11 @@ impl PaymentStore {
 
 /// Appends an entry to a payment's history, in the transaction of the change
 /// it records.
+/// A row of a payment's history: `$1` payment id, `$2` state, `$3` note,
+/// `$4` time.
+const INSERT_TRANSITION: &str = "INSERT INTO payment_transitions (payment_id, state, note, created_at) \
+     VALUES ($1, $2, $3, $4)";
+
 pub(super) async fn append_transition(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
@@ -399,16 +412,13 @@ pub(super) async fn append_transition(
     note: String,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO payment_transitions (payment_id, state, note, created_at) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(payment_id.to_string())
-    .bind(state.as_str())
-    .bind(note)
-    .bind(now)
-    .execute(conn)
-    .await?;
+    sqlx::query(INSERT_TRANSITION)
+        .bind(payment_id.to_string())
+        .bind(state.as_str())
+        .bind(note)
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
