@@ -3,8 +3,9 @@
 //!
 //! **Writing.** A service appends its events with [`Outbox::append`] inside
 //! the transaction of the state change that causes them, as the last writes
-//! before the commit, then calls [`Outbox::committed`] once the commit
-//! succeeded. A change that commits therefore always has its events, and one
+//! before the commit (or with [`Outbox::execute_and_append`], together with
+//! the transaction's last statement), then calls [`Outbox::committed`] once
+//! the commit succeeded. A change that commits therefore always has its events, and one
 //! that rolls back never has. Each service's migrations create the tables
 //! (`outbox`, `outbox_head`, `outbox_sequences`, `outbox_relay`), identical
 //! in every service.
