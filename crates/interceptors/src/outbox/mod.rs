@@ -5,8 +5,8 @@
 //! the transaction of the state change that causes them, as the last writes
 //! before the commit (or with [`Outbox::execute_and_append`], together with
 //! the transaction's last statement), then calls [`Outbox::committed`] once
-//! the commit succeeded. A change that commits therefore always has its events, and one
-//! that rolls back never has. Each service's migrations create the tables
+//! the commit succeeded. A change that commits therefore always has its
+//! events, and one that rolls back never has. Each service's migrations create the tables
 //! (`outbox`, `outbox_head`, `outbox_sequences`, `outbox_relay`), identical
 //! in every service.
 //!
@@ -666,4 +666,34 @@ fn current_trace_context() -> (String, String) {
             .to_owned()
     };
     (get("traceparent"), get("tracestate"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The numbered parameters in `sql`, in order.
+    fn parameters(sql: &str) -> Vec<usize> {
+        sql.split('$')
+            .skip(1)
+            .map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appended_events_number_their_parameters_after_the_statement_before_them() {
+        let one = parameters(APPEND_SQLITE);
+        assert_eq!(one.iter().max(), Some(&APPEND_PARAMETERS));
+        // After a statement of 8 parameters, two events take 9–13 and 14–18,
+        // each in the same places as the one-event SQL.
+        let two = parameters(&sqlite_append_sql(8, 2));
+        let expected: Vec<usize> = (0..2)
+            .flat_map(|n| one.iter().map(move |p| p + 8 + n * APPEND_PARAMETERS))
+            .collect();
+        assert_eq!(two, expected);
+        assert_eq!(sqlite_append_sql(0, 1), APPEND_SQLITE);
+    }
 }
