@@ -304,21 +304,12 @@ mod jetstream {
     }
 
     impl JetStreamFeed {
-        /// The order events this service consumes, on the NATS server of
-        /// `settings`.
-        pub fn order(settings: RelaySettings) -> Self {
+        /// The same events as the gRPC `feed` (its source and types), from
+        /// the NATS server of `settings`.
+        pub fn like(feed: &super::Feed, settings: RelaySettings) -> Self {
             Self {
-                source: "agora/order",
-                types: events::ORDER_TYPES,
-                settings,
-            }
-        }
-
-        /// The payment events this service consumes.
-        pub fn payment(settings: RelaySettings) -> Self {
-            Self {
-                source: "agora/payment",
-                types: events::PAYMENT_TYPES,
+                source: feed.source,
+                types: feed.types,
                 settings,
             }
         }
@@ -348,9 +339,15 @@ mod jetstream {
                 .map_err(|e| unavailable("finding the stream", &e))?;
             // Upgrading from the one consumer of every type: go on after
             // what it acknowledged.
+            use async_nats::jetstream::context::ConsumerInfoErrorKind;
             let legacy = match stream.consumer_info(LEGACY_DURABLE).await {
                 Ok(info) => Some(info.ack_floor.stream_sequence + 1),
-                Err(_) => None,
+                Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => None,
+                // Not knowing would start the new consumers from the
+                // stream's beginning: retry instead.
+                Err(error) => {
+                    return Err(unavailable("reading the earlier durable consumer", &error));
+                }
             };
             let deliver_policy = match legacy {
                 Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },

@@ -128,8 +128,8 @@ pub async fn serve_with(
             url,
             prefix: config.serve.nats_subject_prefix.clone(),
         };
-        let order = downstream::JetStreamFeed::order(nats.clone());
-        let payment = downstream::JetStreamFeed::payment(nats);
+        let order = downstream::JetStreamFeed::like(&order_feed, nats.clone());
+        let payment = downstream::JetStreamFeed::like(&payment_feed, nats);
         return host
             .background("order events (JetStream)", move |stop| {
                 consumer::run_jetstream(
