@@ -293,7 +293,8 @@ impl OrderStore {
                 },
                 &[placed],
             )
-            .await?;
+            .await?
+            .appended;
         tx.commit().await?;
         self.outbox.committed(appended);
         self.announce(id);
@@ -653,6 +654,7 @@ impl OrderStore {
                     event.as_slice(),
                 )
                 .await?
+                .appended
         };
         tx.commit().await?;
         self.outbox.committed(appended);

@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use agora_proto::events::v1 as pb;
 use agora_proto::events::v1::event::Payload;
+use futures::TryStreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
 use sqlx::Row;
@@ -213,6 +214,15 @@ impl NewEvent {
 /// A query whose SQL is owned, bound with owned values: what
 /// [`Outbox::execute_and_append`] runs before the events.
 pub type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// What [`Outbox::execute_and_append`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutedAndAppended {
+    /// The rows the caller's statement affected (not the appends').
+    pub rows_affected: u64,
+    /// The events appended, for [`Outbox::committed`].
+    pub appended: usize,
+}
 
 /// One event ready to append: the five parameters of [`APPEND_SQLITE`] and
 /// [`APPEND_POSTGRES`].
@@ -394,7 +404,8 @@ impl Outbox {
     /// transaction's last statement and its events are one query, so events
     /// add no hand-off to the connection's thread to a transaction that
     /// holds the single writer. On PostgreSQL (one statement per prepared
-    /// query) they are sent one after the other. Returns how many events
+    /// query) they are sent one after the other. Returns the rows the
+    /// statement affected, for the caller's checks, and how many events
     /// were appended, for [`Outbox::committed`].
     pub async fn execute_and_append(
         &self,
@@ -403,22 +414,33 @@ impl Outbox {
         parameters: usize,
         bind: impl FnOnce(AnyQuery) -> AnyQuery,
         events: &[NewEvent],
-    ) -> Result<usize, sqlx::Error> {
+    ) -> Result<ExecutedAndAppended, sqlx::Error> {
         if self.db.backend() == Backend::Postgres
             || events.is_empty()
             || events.len() > APPEND_CHUNK
         {
-            bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())))
+            let rows_affected = bind(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())))
                 .execute(&mut **tx)
-                .await?;
-            return self.append(tx, events).await;
+                .await?
+                .rows_affected();
+            let appended = self.append(tx, events).await?;
+            return Ok(ExecutedAndAppended {
+                rows_affected,
+                appended,
+            });
         }
         let sql = format!("{sql}; {}", sqlite_append_sql(parameters, events.len()));
         let statement = bind(sqlx::query(sqlx::AssertSqlSafe(sql)));
-        bind_events(statement, self.encode(events))
-            .execute(&mut **tx)
-            .await?;
-        Ok(events.len())
+        // One result per statement, the caller's first: `execute` would
+        // sum them with the appends' own.
+        let results: Vec<_> =
+            sqlx::Executor::execute_many(&mut **tx, bind_events(statement, self.encode(events)))
+                .try_collect()
+                .await?;
+        Ok(ExecutedAndAppended {
+            rows_affected: results.first().map_or(0, |result| result.rows_affected()),
+            appended: events.len(),
+        })
     }
 
     /// `events` with their envelopes, encoded without their sequence (which

@@ -100,26 +100,47 @@ pub(crate) fn product_from_row(row: &AnyRow) -> Result<Product, InventoryError> 
     })
 }
 
-/// Reads one reservation and its lines with `executor` (the pool, or a
+/// The reservation columns [`reservation_from_row`] reads, as a literal
+/// (see [`product_columns`]).
+macro_rules! reservation_columns {
+    () => {
+        "order_id, state, currency_code, total_minor, expires_at, created_at, updated_at"
+    };
+}
+pub(crate) use reservation_columns;
+
+/// Reads one reservation and its lines with `conn` (the pool, or a
 /// transaction that has locked the reservation).
 pub(crate) async fn load_reservation(
     conn: &mut sqlx::AnyConnection,
     order_id: OrderId,
 ) -> Result<Option<Reservation>, InventoryError> {
-    let Some(row) = sqlx::query(
-        "SELECT order_id, state, currency_code, total_minor, expires_at, created_at, updated_at \
-         FROM reservations WHERE order_id = $1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        reservation_columns!(),
+        " FROM reservations WHERE order_id = $1"
+    ))
     .bind(order_id.to_string())
     .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
-    };
+    .await?;
+    match row {
+        Some(row) => Ok(Some(reservation_from_row(conn, order_id, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The reservation of `order_id` from its row's [`reservation_columns`]
+/// (read, or returned by the statement that changed it), with its lines
+/// read with `conn`.
+pub(crate) async fn reservation_from_row(
+    conn: &mut sqlx::AnyConnection,
+    order_id: OrderId,
+    row: &AnyRow,
+) -> Result<Reservation, InventoryError> {
     let lines = load_lines(conn, order_id).await?;
     let state: String = row.try_get("state")?;
     let currency: String = row.try_get("currency_code")?;
-    Ok(Some(Reservation {
+    Ok(Reservation {
         order_id,
         state: ReservationState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
         lines,
@@ -128,7 +149,7 @@ pub(crate) async fn load_reservation(
         expires_at: row.try_get("expires_at")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
-    }))
+    })
 }
 
 /// The lines of a reservation in sku order, the order rows are locked in.

@@ -13,10 +13,12 @@
 
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
-use agora_interceptors::outbox::{NewEvent, Outbox};
+use agora_interceptors::outbox::Outbox;
 use sqlx::{Any, Row, Transaction};
 
-use super::{begin_write, load_lines, load_reservation, retrying};
+use super::{
+    begin_write, load_lines, load_reservation, reservation_columns, reservation_from_row, retrying,
+};
 use crate::domain::{
     Currency, OrderId, RequestedLines, Reservation, ReservationState, ReservedLine, Ttl,
 };
@@ -189,7 +191,8 @@ impl Reservations {
                 },
                 &changes,
             )
-            .await?;
+            .await?
+            .appended;
         tx.commit().await?;
         self.outbox.committed(appended);
         Ok(Reservation {
@@ -213,24 +216,31 @@ impl Reservations {
     async fn try_commit(&self, order_id: OrderId) -> Result<Reservation, InventoryError> {
         let now = now_micros();
         let mut tx = begin_write(&self.db).await?;
-        let committed = sqlx::query(
+        let committed = sqlx::query(concat!(
             "UPDATE reservations SET state = 'COMMITTED', updated_at = $1 \
-             WHERE order_id = $2 AND state = 'HELD' AND expires_at > $1",
-        )
+             WHERE order_id = $2 AND state = 'HELD' AND expires_at > $1 RETURNING ",
+            reservation_columns!()
+        ))
         .bind(now)
         .bind(order_id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if committed == 1 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = committed {
             // The sold units leave both counts; `reserved` covered them, so
             // the invariant holds line by line.
-            let event = move_stock(&mut tx, order_id, now, Movement::Sell).await?;
-            let reservation = load_reservation(&mut tx, order_id).await?;
-            let appended = self.outbox.append(&mut tx, &[event]).await?;
+            let reservation = reservation_from_row(&mut tx, order_id, &row).await?;
+            let appended = move_stock(
+                &self.outbox,
+                &mut tx,
+                order_id,
+                &reservation.lines,
+                now,
+                Movement::Sell,
+            )
+            .await?;
             tx.commit().await?;
             self.outbox.committed(appended);
-            return reservation.ok_or(InventoryError::ReservationNotFound(order_id));
+            return Ok(reservation);
         }
 
         let Some(reservation) = load_reservation(&mut tx, order_id).await? else {
@@ -252,11 +262,10 @@ impl Reservations {
             ReservationState::Held => {
                 // Past its expiry but not swept yet: expire it now, so the
                 // answer and the stock agree with what the sweeper would do.
-                let expired = expire_in(&mut tx, order_id, now).await?;
-                let appended = self.outbox.append(&mut tx, expired.as_slice()).await?;
+                let expired = expire_in(&self.outbox, &mut tx, order_id, now).await?;
                 tx.commit().await?;
-                self.outbox.committed(appended);
-                if expired.is_some() {
+                if let Some(appended) = expired {
+                    self.outbox.committed(appended);
                     tracing::info!(%order_id, "reservation expired at commit");
                 }
                 Err(InventoryError::NotCommittable {
@@ -279,30 +288,39 @@ impl Reservations {
         let mut tx = begin_write(&self.db).await?;
         // Two conditional transitions, each from one state, tell which stock
         // to move without reading the state first.
-        let mut event = None;
         for (from, movement) in [
             (ReservationState::Held, Movement::Unhold),
             (ReservationState::Committed, Movement::Restock),
         ] {
-            let released = sqlx::query(
+            let released = sqlx::query(concat!(
                 "UPDATE reservations SET state = 'RELEASED', updated_at = $1 \
-                 WHERE order_id = $2 AND state = $3",
-            )
+                 WHERE order_id = $2 AND state = $3 RETURNING ",
+                reservation_columns!()
+            ))
             .bind(now)
             .bind(order_id.to_string())
             .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if released == 1 {
-                event = Some(move_stock(&mut tx, order_id, now, movement).await?);
-                break;
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = released {
+                let reservation = reservation_from_row(&mut tx, order_id, &row).await?;
+                let appended = move_stock(
+                    &self.outbox,
+                    &mut tx,
+                    order_id,
+                    &reservation.lines,
+                    now,
+                    movement,
+                )
+                .await?;
+                tx.commit().await?;
+                self.outbox.committed(appended);
+                return Ok(reservation);
             }
         }
+        // Released or expired before, or unknown: nothing moves.
         let reservation = load_reservation(&mut tx, order_id).await?;
-        let appended = self.outbox.append(&mut tx, event.as_slice()).await?;
-        tx.commit().await?;
-        self.outbox.committed(appended);
+        tx.rollback().await?;
         reservation.ok_or(InventoryError::ReservationNotFound(order_id))
     }
 
@@ -333,10 +351,11 @@ impl Reservations {
                 // The list above is only a hint; the transition re-checks.
                 let done = retrying("expiring a reservation", move || async move {
                     let mut tx = begin_write(&self.db).await?;
-                    let expired = expire_in(&mut tx, order_id, now).await?;
-                    let appended = self.outbox.append(&mut tx, expired.as_slice()).await?;
+                    let expired = expire_in(&self.outbox, &mut tx, order_id, now).await?;
                     tx.commit().await?;
-                    self.outbox.committed(appended);
+                    if let Some(appended) = expired {
+                        self.outbox.committed(appended);
+                    }
                     Ok(expired.is_some())
                 })
                 .await?;
@@ -353,13 +372,15 @@ impl Reservations {
 }
 
 /// Moves a HELD reservation past `now` to EXPIRED and unholds its units, in
-/// `tx`, returning its StockReleased event. `None` when it was not HELD or
-/// not yet due (someone else acted).
+/// `tx`, with its StockReleased event, returning how many events it
+/// appended. `None` when it was not HELD or not yet due (someone else
+/// acted).
 async fn expire_in(
+    outbox: &Outbox,
     tx: &mut Transaction<'static, Any>,
     order_id: OrderId,
     now: i64,
-) -> Result<Option<NewEvent>, InventoryError> {
+) -> Result<Option<usize>, InventoryError> {
     let expired = sqlx::query(
         "UPDATE reservations SET state = 'EXPIRED', updated_at = $1 \
          WHERE order_id = $2 AND state = 'HELD' AND expires_at <= $1",
@@ -370,7 +391,9 @@ async fn expire_in(
     .await?
     .rows_affected();
     if expired == 1 {
-        return Ok(Some(move_stock(tx, order_id, now, Movement::Unhold).await?));
+        let lines = load_lines(tx, order_id).await?;
+        let appended = move_stock(outbox, tx, order_id, &lines, now, Movement::Unhold).await?;
+        return Ok(Some(appended));
     }
     Ok(None)
 }
@@ -386,14 +409,18 @@ enum Movement {
     Restock,
 }
 
-/// Applies `movement` for every line of `order_id`, in sku order, and
-/// returns the event saying so (StockCommitted or StockReleased).
+/// Applies `movement` to the products of `lines` (in sku order, one update
+/// each) and appends the event saying so (StockCommitted or
+/// StockReleased), the last update and the event in one round trip (see
+/// [`Outbox::execute_and_append`]). Returns how many events it appended.
 async fn move_stock(
+    outbox: &Outbox,
     tx: &mut Transaction<'static, Any>,
     order_id: OrderId,
+    lines: &[ReservedLine],
     now: i64,
     movement: Movement,
-) -> Result<NewEvent, InventoryError> {
+) -> Result<usize, InventoryError> {
     let statement = match movement {
         Movement::Sell => {
             "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1, \
@@ -406,8 +433,19 @@ async fn move_stock(
             "UPDATE products SET on_hand = on_hand + $1, updated_at = $2 WHERE sku = $3"
         }
     };
-    let lines = load_lines(tx, order_id).await?;
-    for line in &lines {
+    let event = match movement {
+        Movement::Sell => events::committed(order_id, lines),
+        Movement::Unhold => events::released(order_id, lines, false),
+        Movement::Restock => events::released(order_id, lines, true),
+    };
+    let missing = |line: &ReservedLine| -> InventoryError {
+        anyhow::anyhow!("product {} of reservation {order_id} is missing", line.sku).into()
+    };
+    // A reservation has at least one line; without, only the event.
+    let Some((last, before)) = lines.split_last() else {
+        return Ok(outbox.append(tx, &[event]).await?);
+    };
+    for line in before {
         let moved = sqlx::query(statement)
             .bind(line.quantity.get())
             .bind(now)
@@ -416,16 +454,25 @@ async fn move_stock(
             .await?
             .rows_affected();
         if moved != 1 {
-            return Err(anyhow::anyhow!(
-                "product {} of reservation {order_id} is missing",
-                line.sku
-            )
-            .into());
+            return Err(missing(line));
         }
     }
-    Ok(match movement {
-        Movement::Sell => events::committed(order_id, &lines),
-        Movement::Unhold => events::released(order_id, &lines, false),
-        Movement::Restock => events::released(order_id, &lines, true),
-    })
+    let done = outbox
+        .execute_and_append(
+            tx,
+            statement,
+            3,
+            |update| {
+                update
+                    .bind(last.quantity.get())
+                    .bind(now)
+                    .bind(last.sku.as_str().to_owned())
+            },
+            &[event],
+        )
+        .await?;
+    if done.rows_affected != 1 {
+        return Err(missing(last));
+    }
+    Ok(done.appended)
 }

@@ -328,7 +328,8 @@ impl PaymentStore {
                 },
                 event.as_slice(),
             )
-            .await?;
+            .await?
+            .appended;
         tx.commit().await?;
         self.outbox.committed(appended);
         Ok(true)
