@@ -141,7 +141,7 @@ async fn follow(
             tokio::select! {
                 () = closing.cancelled() => return Ok(()),
                 () = sender.closed() => return Ok(()),
-                _ = commits.changed() => super::linger(last_read, &closing).await,
+                _ = commits.changed() => super::linger(last_read, super::FOLLOW_LINGER, &closing).await,
                 () = tokio::time::sleep(FOLLOW_FALLBACK) => {}
             }
         }

@@ -26,9 +26,9 @@
 //!
 //! **Followers** ([`Outbox::follow`], the feed) wake on this process's
 //! commits through a `tokio::sync::watch` channel (a wake-up is never lost:
-//! the channel remembers it until read), at most every [`FOLLOW_LINGER`],
-//! and re-read the table every [`FOLLOW_FALLBACK`] for commits made by
-//! other replicas.
+//! the channel remembers it until read), at most every [`FOLLOW_LINGER`]
+//! (the relay: [`relay::RELAY_LINGER`]), and re-read the table every
+//! [`FOLLOW_FALLBACK`] for commits made by other replicas.
 //!
 //! **Retention.** [`Outbox::prune`] deletes events older than the retention
 //! (`AGORA_EVENT_RETENTION`), published or not once they are that old, and
@@ -68,10 +68,11 @@ pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
 /// at once.
 pub const FOLLOW_LINGER: Duration = Duration::from_millis(10);
 
-/// Sleeps out what is left of [`FOLLOW_LINGER`] since `last_read`, or
-/// until `stop`.
-async fn linger(last_read: std::time::Instant, stop: &CancellationToken) {
-    let left = FOLLOW_LINGER.saturating_sub(last_read.elapsed());
+/// Sleeps out what is left of `linger` ([`FOLLOW_LINGER`] for the feed,
+/// [`relay::RELAY_LINGER`] for the relay) since `last_read`, or until
+/// `stop`.
+async fn linger(last_read: std::time::Instant, linger: Duration, stop: &CancellationToken) {
+    let left = linger.saturating_sub(last_read.elapsed());
     if !left.is_zero() {
         tokio::select! {
             () = stop.cancelled() => {}

@@ -28,9 +28,9 @@
 //!   replicas skip it and wait, so rows are never published concurrently and
 //!   always in order. SQLite has one process.
 //! - **Wakes on commit** (the outbox's commit channel), at most every
-//!   [`super::FOLLOW_LINGER`] so that a round under load takes many
-//!   commits' rows, re-reading every [`super::FOLLOW_FALLBACK`] for other
-//!   replicas' commits.
+//!   [`RELAY_LINGER`] so that a round under load takes many commits' rows,
+//!   re-reading every [`super::FOLLOW_FALLBACK`] for other replicas'
+//!   commits.
 //! - **Broker down:** rows wait in the outbox; the relay logs that it is
 //!   behind, counts the error, retries with backoff; health is unaffected.
 //!   `agora_outbox_relay_lag_seconds` says how old the oldest unpublished
@@ -66,6 +66,17 @@ pub const STREAM_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Rows read and sent per round.
 const BATCH: i64 = 256;
+
+/// The shortest time between two rounds prompted by commits: under load a
+/// round then takes every commit of the last 50 ms, and the broker and
+/// this client handle one burst of messages and PubAcks instead of five.
+/// Each wake-up of the relay, the connection's task and the broker's
+/// goroutines costs more than a message does, and they share the
+/// service's cores: at 10 ms (the feed's [`super::FOLLOW_LINGER`]) the
+/// broker spent about twice the CPU per order and orders/s were about a
+/// tenth lower (BENCHMARKS.md, "Domain events"). It bounds what the relay
+/// adds to an event's way to NATS; an idle relay publishes at once.
+pub const RELAY_LINGER: Duration = Duration::from_millis(50);
 
 /// How long acknowledged rows may wait to be marked published.
 pub const MARK_EVERY: Duration = Duration::from_millis(250);
@@ -172,7 +183,7 @@ pub async fn run(
                 };
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = commits.changed() => super::linger(started, &stop).await,
+                    _ = commits.changed() => super::linger(started, RELAY_LINGER, &stop).await,
                     () = tokio::time::sleep(wait) => {}
                 }
             }
