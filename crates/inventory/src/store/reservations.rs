@@ -14,6 +14,7 @@
 use agora_interceptors::api::time::now_micros;
 use agora_interceptors::db::{self, Database};
 use agora_interceptors::outbox::Outbox;
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::{
@@ -228,19 +229,9 @@ impl Reservations {
         if let Some(row) = committed {
             // The sold units leave both counts; `reserved` covered them, so
             // the invariant holds line by line.
-            let reservation = reservation_from_row(&mut tx, order_id, &row).await?;
-            let appended = move_stock(
-                &self.outbox,
-                &mut tx,
-                order_id,
-                &reservation.lines,
-                now,
-                Movement::Sell,
-            )
-            .await?;
-            tx.commit().await?;
-            self.outbox.committed(appended);
-            return Ok(reservation);
+            return self
+                .move_and_commit(tx, order_id, &row, now, Movement::Sell)
+                .await;
         }
 
         let Some(reservation) = load_reservation(&mut tx, order_id).await? else {
@@ -303,25 +294,40 @@ impl Reservations {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = released {
-                let reservation = reservation_from_row(&mut tx, order_id, &row).await?;
-                let appended = move_stock(
-                    &self.outbox,
-                    &mut tx,
-                    order_id,
-                    &reservation.lines,
-                    now,
-                    movement,
-                )
-                .await?;
-                tx.commit().await?;
-                self.outbox.committed(appended);
-                return Ok(reservation);
+                return self
+                    .move_and_commit(tx, order_id, &row, now, movement)
+                    .await;
             }
         }
         // Released or expired before, or unknown: nothing moves.
         let reservation = load_reservation(&mut tx, order_id).await?;
         tx.rollback().await?;
         reservation.ok_or(InventoryError::ReservationNotFound(order_id))
+    }
+
+    /// Ends a state change of `order_id` whose `UPDATE … RETURNING` gave
+    /// `row`: moves its stock, appends the event saying so and commits.
+    async fn move_and_commit(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        order_id: OrderId,
+        row: &AnyRow,
+        now: i64,
+        movement: Movement,
+    ) -> Result<Reservation, InventoryError> {
+        let reservation = reservation_from_row(&mut tx, order_id, row).await?;
+        let appended = move_stock(
+            &self.outbox,
+            &mut tx,
+            order_id,
+            &reservation.lines,
+            now,
+            movement,
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox.committed(appended);
+        Ok(reservation)
     }
 
     /// The reservation of `order_id`, if any.
