@@ -60,12 +60,12 @@ pub use feed::{EventFeed, FEED_POLICY, FeedServer};
 /// what other replicas of the service committed.
 pub const FOLLOW_FALLBACK: Duration = Duration::from_secs(1);
 
-/// The shortest time between two reads of a follower (the feed's streams
-/// and the relay) prompted by commits. Under load commits come every
-/// millisecond or two, and a read per commit costs more in wake-ups than
-/// in reading; waiting this long lets one read take many commits' events.
-/// It bounds what it adds to an event's delivery; an idle follower reads
-/// at once.
+/// The shortest time between two reads of a follower (the feed's streams;
+/// the relay waits [`relay::RELAY_LINGER`]) prompted by commits. Under load
+/// commits come every millisecond or two, and a read per commit costs more
+/// in wake-ups than in reading; waiting this long lets one read take many
+/// commits' events. It bounds what it adds to an event's delivery; an idle
+/// follower reads at once.
 pub const FOLLOW_LINGER: Duration = Duration::from_millis(10);
 
 /// Sleeps out what is left of `linger` ([`FOLLOW_LINGER`] for the feed,
