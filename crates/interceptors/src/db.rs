@@ -229,6 +229,11 @@ impl Database {
     }
 }
 
+/// A query bound with owned values, on either engine: what a caller binds
+/// for [`crate::outbox::Outbox::execute_and_append`], or hands to a helper
+/// that binds a row's values.
+pub type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
 /// One pool's options: `max_connections` connections (one, kept forever, for
 /// an in-memory SQLite database), no ping on acquire, SQLite's pragmas on
 /// connect.

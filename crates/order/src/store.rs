@@ -720,11 +720,12 @@ impl OrderChanges {
     }
 }
 
-/// `INSERT INTO saga_steps … VALUES (…), (…)` for `rows` steps, eight
-/// placeholders each. Only the count varies: the text is ours.
 /// The columns of one saga step in [`insert_steps_sql`].
 const STEP_COLUMNS: usize = 8;
 
+/// `INSERT INTO saga_steps … VALUES (…), (…)` for `rows` steps,
+/// [`STEP_COLUMNS`] placeholders each. Only the count varies: the text is
+/// ours.
 fn insert_steps_sql(rows: usize) -> String {
     format!(
         "INSERT INTO saga_steps (order_id, seq, step, status, attempt, effect, detail, created_at) VALUES {}",
@@ -735,6 +736,8 @@ fn insert_steps_sql(rows: usize) -> String {
 /// The columns of one order line in [`insert_lines_sql`].
 const LINE_COLUMNS: usize = 4;
 
+/// `INSERT INTO order_lines … VALUES (…), (…)` for `rows` lines,
+/// [`LINE_COLUMNS`] placeholders each.
 fn insert_lines_sql(rows: usize) -> String {
     format!(
         "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES {}",

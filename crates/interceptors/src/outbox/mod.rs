@@ -51,7 +51,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::time::{now_micros, timestamp_from_micros};
-use crate::db::{Backend, Database};
+use crate::db::{AnyQuery, Backend, Database};
 use crate::metrics::GrpcMetrics;
 
 pub use feed::{EventFeed, FEED_POLICY, FeedServer};
@@ -211,10 +211,6 @@ impl NewEvent {
         }
     }
 }
-
-/// A query whose SQL is owned, bound with owned values: what
-/// [`Outbox::execute_and_append`] runs before the events.
-pub type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// What [`Outbox::execute_and_append`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

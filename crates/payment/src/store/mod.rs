@@ -18,9 +18,9 @@ mod lease;
 mod payments;
 mod refunds;
 
-use agora_interceptors::db::Database;
+use agora_interceptors::db::{AnyQuery, Database};
 use agora_interceptors::outbox::Outbox;
-use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
 use crate::domain::{AmountMinor, Currency, Money};
@@ -37,8 +37,6 @@ pub struct PaymentStore {
     db: Database,
     outbox: Outbox,
 }
-
-type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
 
 /// Turns a row a query read into a domain value.
 type Decode<T> = fn(&AnyRow) -> Result<T, PaymentError>;
@@ -87,7 +85,7 @@ impl PaymentStore {
     /// longer holds, and nothing was changed.
     async fn begin_guarded(
         &self,
-        guarded: AnyQuery<'static>,
+        guarded: AnyQuery,
     ) -> Result<Option<Transaction<'static, Any>>, PaymentError> {
         let mut tx = self.db.begin_write().await?;
         if guarded.execute(&mut *tx).await?.rows_affected() == 1 {

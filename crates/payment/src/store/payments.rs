@@ -88,7 +88,7 @@ impl PaymentFilter {
 
     /// Binds the filter's values after a list statement's `$1` and `$2`, in
     /// the order the statements number them (order, then user).
-    fn bind(self, query: AnyQuery<'static>) -> AnyQuery<'static> {
+    fn bind(self, query: AnyQuery) -> AnyQuery {
         let query = match self.order_id {
             Some(order) => query.bind(order.to_string()),
             None => query,
@@ -318,13 +318,9 @@ impl PaymentStore {
             .execute_and_append(
                 &mut tx,
                 INSERT_TRANSITION,
-                4,
+                TRANSITION_PARAMETERS,
                 |insert| {
-                    insert
-                        .bind(id.to_string())
-                        .bind(resolution.state.as_str())
-                        .bind(resolution.reason.clone())
-                        .bind(now)
+                    bind_transition(insert, id, resolution.state, resolution.reason.clone(), now)
                 },
                 event.as_slice(),
             )
@@ -399,13 +395,32 @@ impl PaymentStore {
     }
 }
 
-/// Appends an entry to a payment's history, in the transaction of the change
-/// it records.
 /// A row of a payment's history: `$1` payment id, `$2` state, `$3` note,
-/// `$4` time.
+/// `$4` time ([`bind_transition`] binds them).
 const INSERT_TRANSITION: &str = "INSERT INTO payment_transitions (payment_id, state, note, created_at) \
      VALUES ($1, $2, $3, $4)";
 
+/// The parameters of [`INSERT_TRANSITION`].
+const TRANSITION_PARAMETERS: usize = 4;
+
+/// `query` (starting with [`INSERT_TRANSITION`]) with one history row's
+/// values bound.
+fn bind_transition(
+    query: AnyQuery,
+    payment_id: PaymentId,
+    state: PaymentState,
+    note: String,
+    now: i64,
+) -> AnyQuery {
+    query
+        .bind(payment_id.to_string())
+        .bind(state.as_str())
+        .bind(note)
+        .bind(now)
+}
+
+/// Appends an entry to a payment's history, in the transaction of the change
+/// it records.
 pub(super) async fn append_transition(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
@@ -413,11 +428,7 @@ pub(super) async fn append_transition(
     note: String,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(INSERT_TRANSITION)
-        .bind(payment_id.to_string())
-        .bind(state.as_str())
-        .bind(note)
-        .bind(now)
+    bind_transition(sqlx::query(INSERT_TRANSITION), payment_id, state, note, now)
         .execute(conn)
         .await?;
     Ok(())
